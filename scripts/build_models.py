@@ -53,6 +53,8 @@ def build_smollm2(out):
     model.config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    # SmolLM2's own pre-tokenizer splits digits one by one (llama.cpp's "smollm"); the GGUF loader drops that
+    edit_tokenizer_json(out, [{"type": "Digits", "individual_digits": True}, BYTE_LEVEL(use_regex=True)])
 
 
 # Llama 3's pre-tokenizer split pattern (transformers' GGUF loader falls back to GPT-2's)
@@ -60,17 +62,20 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
-def llama3_tokenizer_json(tokenizer_dir, renames):
-    """Make the GGUF-derived tokenizer.json behave as Llama 3.1's own: its pre-tokenizer, decoder,
-    ignore_merges, and the names 3.1 gave three reserved ids."""
+def BYTE_LEVEL(use_regex):
+    return {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": use_regex}
+
+
+def edit_tokenizer_json(tokenizer_dir, pre_tokenizers, renames=None, **model):
+    """Give a GGUF-derived byte-level BPE tokenizer.json its model's own pre-tokenizer and decoder
+    (transformers' GGUF loader falls back to GPT-2's), model flags, and token names."""
     path = Path(tokenizer_dir) / "tokenizer.json"
     data = json.loads(path.read_text())
     data["normalizer"] = None
-    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
-        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": pre_tokenizers}
     data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
-    data["model"]["ignore_merges"] = True
+    data["model"].update(byte_fallback=False, **model)
+    renames = renames or {}
     for token in data["added_tokens"]:
         token["content"] = renames.get(token["id"], token["content"])
     vocab = data["model"]["vocab"]
@@ -78,6 +83,12 @@ def llama3_tokenizer_json(tokenizer_dir, renames):
     for i, old in by_id.items():
         vocab[renames[i]] = vocab.pop(old)
     path.write_text(json.dumps(data, ensure_ascii=False))
+
+
+def llama3_tokenizer_json(tokenizer_dir, renames):
+    """Llama 3.1's split pattern, ignore_merges, and the names 3.1 gave three reserved ids."""
+    split = {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False}
+    edit_tokenizer_json(tokenizer_dir, [split, BYTE_LEVEL(use_regex=False)], renames, ignore_merges=True)
 
 
 def build_stand_in(out, vocab_gguf, template, specials, config_extra, generation_eos, fix_tokenizer=None):

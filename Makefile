@@ -1,0 +1,19 @@
+# The two commands: `make quickstart` and `make test`. Both set themselves up on a fresh machine.
+PY := .cache/venv/bin/python
+export HF_HUB_OFFLINE := 1
+export AXOLOTL_DO_NOT_TRACK := 1
+export WANDB_MODE ?= disabled
+export TQDM_DISABLE ?= 1
+
+.PHONY: setup quickstart test clean
+setup:
+	bash scripts/setup.sh
+
+quickstart: setup
+	$(PY) -m scripts.quickstart $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf outputs last_run_prepared

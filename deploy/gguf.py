@@ -1,0 +1,333 @@
+"""Export a merged Llama-family HF model (or a LoRA adapter) to GGUF with the `gguf` package.
+
+F32, F16, BF16 and Q8_0 are written here, one tensor in memory at a time; k-quants (Q4_K_M, ...)
+go through llama.cpp's own quantizer as exposed by llama-cpp-python. Tokenizers: SentencePiece
+(TinyLlama, from tokenizer.model or an SPM-style tokenizer.json), Llama-3 BPE and SmolLM2 BPE.
+Anything else gets a clear error instead of a broken file.
+"""
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+from common.errors import InputError, cli
+from common.io import atomic_path, check_output
+from deploy.merge import base_shards, load_adapter, open_safetensors, read_json
+
+ARCHITECTURES = ("LlamaForCausalLM",)
+FTYPES = {  # name -> (GGML type for 2-D weights, llama file type)
+    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+K_QUANTS = ("q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q6_k", "q3_k_m", "q2_k", "q4_0")
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+NUMPY = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}
+
+
+# --- model and tokenizer metadata ---
+
+def model_config(model_dir):
+    config = read_json(Path(model_dir) / "config.json")
+    arch = (config.get("architectures") or ["?"])[0]
+    if arch not in ARCHITECTURES or config.get("model_type") != "llama":
+        raise InputError(f"architecture {arch} is not supported (Llama family only)",
+                         Path(model_dir) / "config.json", field="architectures")
+    if config.get("quantization_config"):
+        raise InputError("quantized HF weights cannot be exported; export the merged 16/32-bit model",
+                         Path(model_dir) / "config.json", field="quantization_config")
+    return config
+
+
+def bpe_pre_tokenizer(tokenizer_json, path):
+    """Name of llama.cpp's pre-tokenizer matching this byte-level BPE tokenizer, or an error."""
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre])
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["Split", "ByteLevel"] and LLAMA3_SPLIT in json.dumps(steps[0].get("pattern", {}), ensure_ascii=False).replace("\\\\", "\\"):
+        return "llama-bpe"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex"):
+        return "smollm"
+    raise InputError(f"unknown BPE pre-tokenizer {kinds}: only Llama 3 and SmolLM2 tokenizers are exported",
+                     path, field="pre_tokenizer")
+
+
+def vocab(model_dir, n_vocab):
+    """(tokenizer model, pre-tokenizer, tokens, scores, token types) for the GGUF header."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if (model_dir / "tokenizer.model").exists():
+        spm = gguf.SentencePieceVocab(model_dir)
+        tokens, scores, types = zip(*spm.all_tokens())
+        return "llama", "default", list(tokens), list(scores), list(types)
+    path = model_dir / "tokenizer.json"
+    if not path.exists():
+        raise InputError("no tokenizer.json or tokenizer.model", model_dir)
+    tj = json.loads(path.read_text(encoding="utf-8"))
+    model = tj.get("model", {})
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    added = {t.content: (i, t.special) for i, t in tok.added_tokens_decoder.items()}
+    byte_level = "ByteLevel" in json.dumps(tj.get("pre_tokenizer"))
+    if model.get("type") == "BPE" and byte_level:
+        kind, pre, rank = "gpt2", bpe_pre_tokenizer(tj, path), None
+    elif model.get("type") == "BPE" and model.get("byte_fallback"):
+        kind, pre = "llama", "default"  # SentencePiece exported as tokenizer.json
+        rank = {}
+        for r, merge in enumerate(model.get("merges", [])):
+            pair = merge.split(" ", 1) if isinstance(merge, str) else merge
+            rank.setdefault("".join(pair), r)
+    else:
+        raise InputError(f"unsupported tokenizer model {model.get('type')}", path, field="model")
+    by_id = {i: t for t, i in tok.get_vocab().items()}
+    tokens, scores, types = [], [], []
+    for i in range(n_vocab):
+        text = by_id.get(i)
+        if text is None:
+            tokens.append(f"[PAD{i}]"), scores.append(-1000.0), types.append(gguf.TokenType.UNUSED)
+            continue
+        if text in added:
+            ttype = gguf.TokenType.CONTROL if added[text][1] else gguf.TokenType.USER_DEFINED
+        elif kind == "llama" and re.fullmatch(r"<0x[0-9A-F]{2}>", text):
+            ttype = gguf.TokenType.BYTE
+        else:
+            ttype = gguf.TokenType.NORMAL
+        if kind == "llama" and text == tok.unk_token:
+            ttype = gguf.TokenType.UNKNOWN
+        # SentencePiece merges the highest-scoring pair first; HF BPE merges the lowest rank first
+        score = -float(rank.get(text, 0 if len(text) == 1 else len(rank))) if rank is not None else 0.0
+        tokens.append(text), scores.append(score), types.append(ttype)
+    return kind, pre, tokens, scores, types
+
+
+def add_metadata(writer, model_dir, config, file_type):
+    n_head = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // n_head
+    writer.add_name(Path(model_dir).name)
+    writer.add_file_type(file_type)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(config.get("num_key_value_heads", n_head))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_freq_base(rope_theta(config))
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(config["vocab_size"])
+    kind, pre, tokens, scores, types = vocab(model_dir, config["vocab_size"])
+    writer.add_tokenizer_model(kind)
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    special = gguf.SpecialVocab(model_dir, load_merges=(kind == "gpt2"), n_vocab=config["vocab_size"])
+    special.add_to_gguf(writer, quiet=True)
+
+
+def rope_theta(config):
+    return (config.get("rope_parameters") or {}).get("rope_theta") or config.get("rope_theta", 10000.0)
+
+
+def rope_scaling(config):
+    scaling = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    return scaling if scaling.get("rope_type", scaling.get("type")) == "llama3" else None
+
+
+def llama3_rope_factors(config):
+    """Per-frequency scaling factors of Llama 3.1's rope (the `rope_freqs` tensor llama.cpp reads)."""
+    s = rope_scaling(config)
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    freqs = 1.0 / rope_theta(config) ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    old_ctx = s.get("original_max_position_embeddings", 8192)
+    low, high, factor = s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0), s["factor"]
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < old_ctx / high:
+            factors.append(1.0)
+        elif wavelen > old_ctx / low:
+            factors.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+# --- tensors ---
+
+def unpermute_rope(weight, n_head):
+    """HF keeps rotary halves split; llama.cpp's llama expects them interleaved per head."""
+    rows = weight.shape[0]
+    return (weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def prepare(name, weight, config):
+    if name.endswith("q_proj.weight"):
+        return unpermute_rope(weight, config["num_attention_heads"])
+    if name.endswith("k_proj.weight"):
+        return unpermute_rope(weight, config.get("num_key_value_heads", config["num_attention_heads"]))
+    return weight
+
+
+def out_type(gguf_name, shape, wanted):
+    """1-D tensors stay F32; quantized types need rows divisible by their block size."""
+    if len(shape) == 1 or wanted == gguf.GGMLQuantizationType.F32:
+        return gguf.GGMLQuantizationType.F32
+    block = gguf.GGML_QUANT_SIZES[wanted][0]
+    if shape[-1] % block:
+        return gguf.GGMLQuantizationType.F16
+    return wanted
+
+
+def encode(array, qtype):
+    if qtype in NUMPY:
+        return array.astype(NUMPY[qtype])
+    return gguf.quants.quantize(array.astype(np.float32), qtype)
+
+
+def nbytes(shape, qtype):
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    return int(np.prod(shape)) // block * size
+
+
+def write_streaming(path, arch, add_kv, plan, load):
+    """plan: [(gguf name, shape, qtype)]; load(i) returns the i-th tensor as float32 numpy."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    add_kv(writer)
+    for name, shape, qtype in plan:
+        raw = qtype not in NUMPY
+        stored = gguf.quant_shape_to_byte_shape(shape, qtype) if raw else shape
+        writer.add_tensor_info(name, stored, np.uint8 if raw else NUMPY[qtype], nbytes(shape, qtype),
+                               raw_dtype=qtype if raw else None)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for i, (name, shape, qtype) in enumerate(plan):
+        writer.write_tensor_data(encode(load(i), qtype))
+        if (i + 1) % 50 == 0 or i + 1 == len(plan):
+            print(f"gguf: {i + 1}/{len(plan)} tensors", file=sys.stderr)
+    writer.close()
+
+
+def export_model(model_dir, output, outtype="f16", force=False):
+    """Write `output` (.gguf) from an HF Llama-family model dir."""
+    model_dir, output = Path(model_dir), Path(output)
+    check_output(output, force)
+    if outtype in K_QUANTS:
+        with atomic_path(output, force) as tmp:
+            f16 = tmp.with_suffix(".f16.gguf")
+            export_model(model_dir, f16, "f16")
+            quantize(f16, tmp, outtype)
+            f16.unlink()
+        return output
+    if outtype not in FTYPES:
+        raise InputError(f"unknown type {outtype}; choose from {', '.join([*FTYPES, *K_QUANTS])}")
+    config = model_config(model_dir)
+    wanted, file_type = FTYPES[outtype]
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    plan, sources = [], []
+    if rope_scaling(config):
+        factors = llama3_rope_factors(config)
+        plan.append(("rope_freqs.weight", factors.shape, gguf.GGMLQuantizationType.F32))
+        sources.append((None, factors))
+    for shard in base_shards(model_dir):
+        with open_safetensors(shard) as fh:
+            for hf_name in fh.keys():
+                if "rotary_emb.inv_freq" in hf_name:
+                    continue
+                name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+                if name is None:
+                    raise InputError(f"tensor {hf_name} has no GGUF name", shard)
+                shape = tuple(fh.get_slice(hf_name).get_shape())
+                plan.append((name, shape, out_type(name, shape, wanted)))
+                sources.append((shard, hf_name))
+    if config.get("tie_word_embeddings") is False and not any(p[0] == "output.weight" for p in plan):
+        raise InputError("untied model without lm_head.weight", model_dir)
+
+    def load(i):
+        shard, hf_name = sources[i]
+        if shard is None:
+            return hf_name
+        with open_safetensors(shard) as fh:
+            weight = fh.get_tensor(hf_name).float()
+        return prepare(hf_name, weight, config).numpy()
+
+    with atomic_path(output, force) as tmp:
+        write_streaming(tmp, "llama", lambda w: add_metadata(w, model_dir, config, file_type), plan, load)
+    return output
+
+
+def quantize(src, dst, qtype):
+    """k-quants through llama.cpp's own quantizer (llama-cpp-python's llama_model_quantize)."""
+    import llama_cpp
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
+    if ftype is None:
+        raise InputError(f"llama.cpp has no quantization type {qtype}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise RuntimeError(f"llama.cpp quantization to {qtype} failed ({rc})")
+
+
+def export_adapter(adapter_dir, base_dir, output, force=False):
+    """LoRA adapter -> GGUF adapter for llama.cpp's --lora and Ollama's ADAPTER (F32 tensors)."""
+    adapter_dir, output = Path(adapter_dir), Path(output)
+    check_output(output, force)
+    config = model_config(base_dir)
+    cfg, deltas = load_adapter(adapter_dir)
+    if cfg.get("alpha_pattern") or cfg.get("rank_pattern"):
+        raise InputError("per-module rank/alpha patterns cannot be expressed as one GGUF alpha",
+                         adapter_dir / "adapter_config.json", field="alpha_pattern")
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    rank = next(iter(deltas.values()))[0].shape[0]
+    alpha = cfg.get("lora_alpha", rank) * (math.sqrt(rank) if cfg.get("use_rslora") else 1.0)
+    plan, arrays = [], []
+    for hf_name, (a, b, _) in deltas.items():
+        name = names.get_name(hf_name, try_suffixes=(".weight",))
+        if name is None:
+            raise InputError(f"adapted module {hf_name} has no GGUF name", adapter_dir)
+        b = prepare(hf_name, b.float(), config)  # the rope permutation acts on output rows
+        for suffix, t in ((".lora_a", a.float()), (".lora_b", b)):
+            plan.append((name + suffix, tuple(t.shape), gguf.GGMLQuantizationType.F32))
+            arrays.append(t.numpy())
+
+    def add_kv(writer):
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+        writer.add_name(adapter_dir.name)
+
+    with atomic_path(output, force) as tmp:
+        write_streaming(tmp, "llama", add_kv, plan, lambda i: arrays[i])
+    return output
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m deploy.gguf", description=__doc__)
+    parser.add_argument("model", help="merged HF model dir, or the base model dir with --adapter")
+    parser.add_argument("-o", "--output", required=True, help=".gguf file to write")
+    parser.add_argument("--outtype", default="f16", choices=[*FTYPES, *K_QUANTS])
+    parser.add_argument("--adapter", help="write this LoRA adapter as a GGUF adapter instead")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    args = parser.parse_args(argv)
+    if args.adapter:
+        export_adapter(args.adapter, args.model, args.output, args.force)
+    else:
+        export_model(args.model, args.output, args.outtype, args.force)
+    print(f"gguf: {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Run any recipe on CPU without editing it: real `accelerate launch --cpu -m axolotl.cli.train`.
+
+Overrides only what a CPU cannot do: the base model becomes the matching embedded or tiny stand-in
+model, bf16/fp16/tf32 and 4/8-bit loading are turned off (QLoRA trains as plain LoRA), flash
+attention, sample packing, Axolotl's Triton LoRA kernels, 8-bit optimizers, DeepSpeed/FSDP and W&B
+are dropped. Data format, chat template and LoRA settings stay as the recipe wrote them.
+"""
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from common import OFFLINE_ENV, ROOT
+from common.errors import InputError, cli
+from common.io import atomic_open, check_output
+from common.models import stand_in_for
+
+OFF = {
+    "bf16": False, "fp16": False, "tf32": False, "bfloat16": False, "float16": False,
+    "load_in_4bit": False, "load_in_8bit": False,
+    "flash_attention": False, "xformers_attention": False, "flex_attention": False,
+    "sample_packing": False, "eval_sample_packing": False,
+    "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
+    "torch_compile": False,
+}
+DROP = ("deepspeed", "fsdp", "fsdp_config", "fsdp_version", "wandb_project", "wandb_entity",
+        "wandb_name", "wandb_run_id", "wandb_watch", "wandb_log_model", "hub_model_id",
+        "push_dataset_to_hub", "base_model_config", "tokenizer_config", "gptq", "bnb_config_kwargs")
+GPU_OPTIMIZERS = ("8bit", "bnb", "paged", "apollo", "muon")
+
+
+def load_recipe(path):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such recipe")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}", path,
+                         mark.line + 1 if mark else None) from None
+    if not isinstance(cfg, dict):
+        raise InputError("a recipe must be a YAML mapping", path)
+    if "base_model" not in cfg:
+        raise InputError("missing", path, field="base_model")
+    return cfg
+
+
+def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None):
+    """Return (config, changes): the recipe with CPU overrides, and a list of what changed."""
+    cfg = load_recipe(recipe)
+    changes = []
+
+    def put(key, value):
+        if cfg.get(key) != value:
+            changes.append(f"{key}: {cfg.get(key)!r} -> {value!r}")
+            cfg[key] = value
+
+    local = stand_in_for(cfg["base_model"])
+    if local is None and not Path(cfg["base_model"]).is_dir():
+        raise InputError(f"no local stand-in for {cfg['base_model']!r} (see common/models.py)",
+                         recipe, field="base_model")
+    if local is not None:
+        put("base_model", str(local))
+    for key in DROP:
+        if key in cfg:
+            changes.append(f"{key}: dropped")
+            cfg.pop(key)
+    for key, value in OFF.items():
+        if key in cfg or key in ("bf16", "fp16", "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel"):
+            put(key, value)
+    if cfg.get("adapter") == "qlora":
+        put("adapter", "lora")
+    if any(tag in str(cfg.get("optimizer", "")) for tag in GPU_OPTIMIZERS):
+        put("optimizer", "adamw_torch")
+    if dataset:
+        for ds in cfg.get("datasets", []):
+            put_path = str(Path(dataset).resolve())
+            changes.append(f"datasets.path: {ds.get('path')!r} -> {put_path!r}")
+            ds["path"] = put_path
+            ds.pop("data_files", None)
+    if max_steps:
+        put("max_steps", int(max_steps))
+    out = Path(output_dir or ROOT / "outputs" / "cpu_runs" / Path(recipe).parent.name / Path(recipe).stem)
+    put("output_dir", str(out))
+    put("dataset_prepared_path", str(out / "prepared"))
+    return cfg, changes
+
+
+def write_config(cfg, path, force=True):
+    with atomic_open(path, force=force) as fh:
+        yaml.safe_dump(cfg, fh, sort_keys=False)
+    return Path(path)
+
+
+def launch_command(config_path):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    return [str(accelerate), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "axolotl.cli.train", str(config_path)]
+
+
+def train(config_path, log_path=None):
+    """Run the real Axolotl training; stream its output (and tee it to log_path). Returns rc."""
+    env = {**os.environ, **{k: v for k, v in OFFLINE_ENV.items() if k not in os.environ}}
+    env.setdefault("TQDM_DISABLE", "1")
+    log = open(log_path, "w", encoding="utf-8") if log_path else None
+    try:
+        proc = subprocess.Popen(launch_command(config_path), cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            if log:
+                log.write(line)
+        return proc.wait()
+    finally:
+        if log:
+            log.close()
+
+
+def run_recipe(recipe, dataset=None, max_steps=None, output_dir=None, force=False):
+    cfg, changes = cpu_config(recipe, dataset, max_steps, output_dir)
+    out = Path(cfg["output_dir"])
+    if (out / "adapter_config.json").exists():
+        check_output(out / "adapter_config.json", force)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = write_config(cfg, out / "cpu_config.yml")
+    print(f"cpu_run: {recipe} -> {config_path}", file=sys.stderr)
+    for change in changes:
+        print(f"  {change}", file=sys.stderr)
+    rc = train(config_path, out / "train.log")
+    if rc != 0:
+        raise SystemExit(f"cpu_run: axolotl exited with {rc}; see {out / 'train.log'}")
+    return out
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m scripts.cpu_run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="recipes/<name>/<file>.yml")
+    parser.add_argument("--dataset", help="train on this file instead (same type and field mappings)")
+    parser.add_argument("--max-steps", type=int, help="cap the number of optimizer steps")
+    parser.add_argument("--output-dir", help="default: outputs/cpu_runs/<recipe>/<file>")
+    parser.add_argument("--dry-run", action="store_true", help="print the CPU config and stop")
+    parser.add_argument("--force", action="store_true", help="overwrite an earlier adapter")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        cfg, changes = cpu_config(args.recipe, args.dataset, args.max_steps, args.output_dir)
+        print("\n".join(f"# {c}" for c in changes))
+        print(yaml.safe_dump(cfg, sort_keys=False))
+        return
+    out = run_recipe(args.recipe, args.dataset, args.max_steps, args.output_dir, args.force)
+    print(f"adapter: {out}")
+
+
+if __name__ == "__main__":
+    main()
