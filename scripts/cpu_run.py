@@ -49,7 +49,7 @@ def load_recipe(path):
     return cfg
 
 
-def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None):
+def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=False):
     """Return (config, changes): the recipe with CPU overrides, and a list of what changed."""
     cfg = load_recipe(recipe)
     changes = []
@@ -84,6 +84,8 @@ def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None):
             ds.pop("data_files", None)
     if max_steps:
         put("max_steps", int(max_steps))
+    if resume:
+        put("auto_resume_from_checkpoints", True)
     out = Path(output_dir or ROOT / "outputs" / "cpu_runs" / Path(recipe).parent.name / Path(recipe).stem)
     put("output_dir", str(out))
     put("dataset_prepared_path", str(out / "prepared"))
@@ -121,17 +123,25 @@ def train(config_path, log_path=None):
             log.close()
 
 
-def run_recipe(recipe, dataset=None, max_steps=None, output_dir=None, force=False):
-    cfg, changes = cpu_config(recipe, dataset, max_steps, output_dir)
+def prepare_run(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False):
+    """Write the CPU config next to the run's outputs; returns its path."""
+    cfg, changes = cpu_config(recipe, dataset, max_steps, output_dir, resume)
     out = Path(cfg["output_dir"])
-    if (out / "adapter_config.json").exists():
+    if (out / "adapter_config.json").exists() and not resume:
         check_output(out / "adapter_config.json", force)
     out.mkdir(parents=True, exist_ok=True)
     config_path = write_config(cfg, out / "cpu_config.yml")
     print(f"cpu_run: {recipe} -> {config_path}", file=sys.stderr)
     for change in changes:
         print(f"  {change}", file=sys.stderr)
-    rc = train(config_path, out / "train.log")
+    return config_path
+
+
+def run_recipe(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False):
+    """Train the recipe on CPU; returns the output dir holding the adapter."""
+    config_path = prepare_run(recipe, dataset, max_steps, output_dir, force, resume)
+    out = config_path.parent
+    rc = train(config_path, out / ("resume.log" if resume else "train.log"))
     if rc != 0:
         raise SystemExit(f"cpu_run: axolotl exited with {rc}; see {out / 'train.log'}")
     return out
@@ -147,13 +157,15 @@ def main(argv=None):
     parser.add_argument("--output-dir", help="default: outputs/cpu_runs/<recipe>/<file>")
     parser.add_argument("--dry-run", action="store_true", help="print the CPU config and stop")
     parser.add_argument("--force", action="store_true", help="overwrite an earlier adapter")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its last checkpoint in the output dir")
     args = parser.parse_args(argv)
     if args.dry_run:
-        cfg, changes = cpu_config(args.recipe, args.dataset, args.max_steps, args.output_dir)
+        cfg, changes = cpu_config(args.recipe, args.dataset, args.max_steps, args.output_dir, args.resume)
         print("\n".join(f"# {c}" for c in changes))
         print(yaml.safe_dump(cfg, sort_keys=False))
         return
-    out = run_recipe(args.recipe, args.dataset, args.max_steps, args.output_dir, args.force)
+    out = run_recipe(args.recipe, args.dataset, args.max_steps, args.output_dir, args.force, args.resume)
     print(f"adapter: {out}")
 
 

@@ -1,0 +1,182 @@
+"""Shared pieces of the data tools: role names, messages records, and the read-convert-write loop."""
+import argparse
+import json
+from pathlib import Path
+
+from common.errors import InputError
+from common.io import Tally, write_jsonl
+
+SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
+
+# lower-cased role name as found in the wild -> role in messages JSONL
+ROLE_ALIASES = {
+    "system": SYSTEM,
+    "human": USER,
+    "user": USER,
+    "gpt": ASSISTANT,
+    "assistant": ASSISTANT,
+    "bot": ASSISTANT,
+    "model": ASSISTANT,
+    "chatgpt": ASSISTANT,
+}
+
+
+def invalid(reason, message, file=None, line=None, field=None):
+    """An InputError that also carries a short `reason`, the key it is counted under when skipped."""
+    err = InputError(message, file, line, field)
+    err.reason = reason
+    return err
+
+
+def normalize_role(name, file=None, line=None, field="role"):
+    """'human' -> 'user', 'gpt' -> 'assistant', ...; an unknown name raises InputError."""
+    role = ROLE_ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
+    if role is None:
+        known = ", ".join(sorted(ROLE_ALIASES))
+        raise invalid("unknown role", f"unknown role {name!r} (known: {known})", file, line, field)
+    return role
+
+
+def text_field(record, key, file=None, line=None, required=True, numbers=False):
+    """record[key] as a string: missing, blank or non-string values raise InputError (None if optional)."""
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise invalid(f"missing {key}", "missing required field", file, line, key)
+        return None
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise invalid(f"bad {key}", f"expected a string, got {type(value).__name__}", file, line, key)
+    check_encodable(value, file, line, key)
+    if required and not value.strip():
+        raise invalid(f"empty {key}", "is empty", file, line, key)
+    return value
+
+
+def check_encodable(text, file=None, line=None, field=None):
+    """Text that cannot be written as UTF-8 (a lone surrogate from a '\\ud83d' escape) raises InputError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise invalid("invalid unicode", f"lone surrogate at character {err.start}", file, line, field) from None
+
+
+def check_messages(messages, file=None, line=None, key="messages", allow_empty=False):
+    """Enforce the messages JSONL rules: one optional system first, then user/assistant alternating,
+    ending with assistant; every content a non-empty string."""
+    if messages is None:
+        raise invalid(f"missing {key}", "missing required field", file, line, key)
+    if not isinstance(messages, list):
+        raise invalid(f"bad {key}", f"expected a list, got {type(messages).__name__}", file, line, key)
+    if not messages:
+        raise invalid("empty conversation", "empty conversation", file, line, key)
+    for i, message in enumerate(messages):
+        where = f"{key}[{i}]"
+        if not isinstance(message, dict) or message.get("role") not in (SYSTEM, USER, ASSISTANT):
+            raise invalid("bad message", "expected {'role': system|user|assistant, 'content': ...}",
+                          file, line, where)
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise invalid("bad content", f"expected a string, got {type(content).__name__}",
+                          file, line, f"{where}.content")
+        check_encodable(content, file, line, f"{where}.content")
+        if not allow_empty and not content.strip():
+            raise invalid("empty turn", "empty content", file, line, f"{where}.content")
+    start = 1 if messages[0]["role"] == SYSTEM else 0
+    for i in range(start, len(messages)):
+        expected = USER if (i - start) % 2 == 0 else ASSISTANT
+        if messages[i]["role"] != expected:
+            got = messages[i]["role"]
+            raise invalid("non-alternating turns", f"expected {expected} here, got {got} "
+                          "(system first, then user/assistant alternating)", file, line, f"{key}[{i}]")
+    if messages[-1]["role"] != ASSISTANT:
+        raise invalid("does not end with assistant", "conversation must end with an assistant turn",
+                      file, line, f"{key}[{len(messages) - 1}]")
+    return messages
+
+
+def messages_record(turns, system=None, file=None, line=None):
+    """[(role, content), ...] plus an optional system prompt -> a checked {"messages": [...]} record."""
+    messages = [{"role": SYSTEM, "content": system}] if system else []
+    messages += [{"role": role, "content": content} for role, content in turns]
+    return {"messages": check_messages(messages, file, line)}
+
+
+def read_records(path, tally=None):
+    """Yield (line_number, dict) from a JSONL file, skipping blank lines.
+
+    Invalid UTF-8, invalid JSON and non-objects raise InputError naming file and line; with a
+    `tally` they are counted as dropped instead. A file without any record raises InputError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    seen = False
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            seen = True
+            try:
+                record = _parse_line(raw, path, number)
+            except InputError as err:
+                if tally is None:
+                    raise
+                tally.drop(err.reason)
+                continue
+            yield number, record
+    if not seen:
+        raise invalid("empty file", "no records: the file is empty", path)
+
+
+def _parse_line(raw, path, number):
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        raise invalid("invalid UTF-8", f"invalid UTF-8 at byte {err.start}", path, number) from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise invalid("invalid JSON", f"invalid JSON: {err.msg} (column {err.colno})", path, number) from None
+    if not isinstance(record, dict):
+        raise invalid("not a JSON object", f"expected a JSON object, got {type(record).__name__}", path, number)
+    return record
+
+
+def convert_jsonl(src, dst, convert, force=False, skip_invalid=False):
+    """Stream src through convert(record, file, line) -> record and write dst atomically.
+
+    A record that raises InputError stops the run, or with skip_invalid is counted as dropped.
+    Returns the Tally; nothing is written when no record is left.
+    """
+    tally = Tally()
+
+    def converted():
+        for number, record in read_records(src, tally if skip_invalid else None):
+            try:
+                out = convert(record, src, number)
+            except InputError as err:
+                if not skip_invalid:
+                    raise
+                tally.drop(getattr(err, "reason", "invalid record"))
+                continue
+            tally.keep()
+            yield out
+        if not tally.kept:
+            raise InputError(f"no records left to write (dropped: {dict(tally.dropped)})", src)
+
+    write_jsonl(dst, converted(), force)
+    return tally
+
+
+def parser(module, doc, output_help="messages JSONL to write"):
+    """The argparse parser every converter starts from: SRC, -o/--output, --force, --skip-invalid."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", help="input file")
+    p.add_argument("-o", "--output", required=True, help=output_help)
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="count invalid records as dropped instead of stopping at the first one")
+    return p

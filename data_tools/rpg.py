@@ -1,0 +1,33 @@
+"""Convert RPG task JSONL ({"task", "output"}) to chat messages JSONL with a fixed system prompt.
+
+The user turn is the task, the assistant turn the output (a number is written as text), and
+every record starts with SYSTEM_PROMPT, the prompt the tinyllama-rpg recipe is trained and evaluated with.
+
+  python -m data_tools.rpg rpg.jsonl -o train.jsonl [--force] [--skip-invalid]
+"""
+import sys
+
+from common.errors import cli
+from data_tools._chat import ASSISTANT, USER, convert_jsonl, messages_record, parser, text_field
+
+SYSTEM_PROMPT = ("This is a task you must complete by returning only the output. "
+                 "Do not include explanations, code, or extra text\u2014only the result.")
+
+
+def to_messages(record, file=None, line=None):
+    """One RPG record -> {"messages": [...]}, or InputError naming the field."""
+    task = text_field(record, "task", file, line)
+    output = text_field(record, "output", file, line, numbers=True)
+    return messages_record([(USER, task), (ASSISTANT, output)], SYSTEM_PROMPT, file, line)
+
+
+@cli
+def main(argv=None):
+    args = parser("data_tools.rpg", __doc__).parse_args(argv)
+    tally = convert_jsonl(args.src, args.output, lambda rec, file, line: to_messages(rec, file, line),
+                          force=args.force, skip_invalid=args.skip_invalid)
+    tally.report(f"rpg -> {args.output}", sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The whole life of a fine-tune on CPU, on the embedded SmolLM2-135M-Instruct, in about 10 minutes.
+
+prepare data (data_tools.qa) -> train the quickstart recipe (Axolotl) -> merge (deploy.merge) ->
+evaluate base vs tuned on held-out questions (eval) -> export GGUF (deploy.gguf) -> answer through
+llama.cpp -> write an Ollama Modelfile (deploy.ollama) -> print the vLLM serve command (deploy.vllm).
+"""
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, offline_defaults
+from common.errors import cli
+from common.io import atomic_open, read_jsonl
+from common.models import EMBEDDED, local_model
+
+RECIPE = ROOT / "recipes" / "quickstart" / "lora-135m.yml"
+QA_DATA = ROOT / "recipes" / "tinyllama-qa" / "data"
+
+
+class Steps:
+    """Runs named steps, printing progress and keeping their timings."""
+
+    def __init__(self, total):
+        self.total, self.done, self.times = total, 0, {}
+
+    def __call__(self, name, fn, *args, **kwargs):
+        self.done += 1
+        print(f"\n== quickstart [{self.done}/{self.total}] {name}", flush=True)
+        start = time.time()
+        result = fn(*args, **kwargs)
+        self.times[name] = round(time.time() - start, 1)
+        print(f"   done in {self.times[name]} s", flush=True)
+        return result
+
+
+def prepare(out):
+    from data_tools.qa import convert_file
+
+    for split in ("train", "heldout"):
+        tally = convert_file(QA_DATA / f"qa_{split}.jsonl", out / "data" / f"{split}.jsonl", force=True)
+        tally.report(f"data_tools.qa {split}")
+    return out / "data" / "train.jsonl"
+
+
+def train(out, train_file, max_steps):
+    from scripts.cpu_run import run_recipe
+
+    return run_recipe(RECIPE, dataset=train_file, max_steps=max_steps, output_dir=out / "adapter", force=True)
+
+
+def evaluate(base, merged, out):
+    from eval._models import load
+    from eval.perplexity import heldout_loss
+    from eval.task import evaluate_qa
+
+    qa = [record for _, record in read_jsonl(QA_DATA / "qa_heldout.jsonl")]
+    chats = [record for _, record in read_jsonl(out / "data" / "heldout.jsonl")]
+    report = {}
+    for name, path in (("base", base), ("tuned", merged)):
+        model, tok = load(path)
+        report[name] = {**heldout_loss(model, tok, chats), **evaluate_qa(model, tok, qa, max_new_tokens=40)}
+        del model
+    with atomic_open(out / "eval.json", force=True) as fh:
+        json.dump(report, fh, indent=2)
+    return report
+
+
+def llama_cpp_answer(gguf_path, question):
+    from llama_cpp import Llama
+
+    from data_tools.qa import SYSTEM_PROMPT
+
+    llm = Llama(model_path=str(gguf_path), n_ctx=512, n_threads=2, verbose=False)
+    reply = llm.create_chat_completion(
+        messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
+        max_tokens=48, temperature=0.0)
+    return reply["choices"][0]["message"]["content"].strip()
+
+
+def modelfile(out, gguf_path, merged):
+    from deploy import ollama
+
+    path = out / "Modelfile"
+    ollama.main(["--gguf", str(gguf_path), "--model", str(merged), "-o", str(path), "--force",
+                 "--system", "Answer the question briefly, using the key terms."])
+    return path
+
+
+def vllm_command(out, merged, adapter):
+    from deploy import vllm
+
+    vllm.main(["serve-command", "--merged", str(merged), "-o", str(out / "serve-merged.sh"), "--force"])
+    vllm.main(["serve-command", "--base", "HuggingFaceTB/SmolLM2-135M-Instruct",
+               "--adapter", f"quickstart={adapter}", "-o", str(out / "serve-lora.sh"), "--force"])
+    return out / "serve-merged.sh", out / "serve-lora.sh"
+
+
+def summary_table(report, times, probe, answer, artifacts):
+    rows = [("metric", "base", "tuned")]
+    for key, label in (("loss", "held-out loss (assistant tokens)"), ("ppl", "held-out perplexity"),
+                       ("keyword_recall", "keyword recall"), ("rouge_l", "ROUGE-L"), ("bleu", "BLEU")):
+        if key in report["base"]:
+            rows.append((label, f"{report['base'][key]:.3f}", f"{report['tuned'][key]:.3f}"))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, width)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in width))
+    lines += ["", f"llama.cpp answer to {probe!r}:", f"  {answer}", "", "artifacts:"]
+    lines += [f"  {name:<16} {path}" for name, path in artifacts.items()]
+    lines += ["", "step times (s): " + ", ".join(f"{k} {v}" for k, v in times.items())]
+    return "\n".join(lines)
+
+
+def run(out, force=False, max_steps=None):
+    offline_defaults()
+    out = Path(out)
+    if out.exists():
+        if not force:
+            raise FileExistsError(f"{out} exists from an earlier run; pass --force "
+                                  "(make quickstart ARGS=--force) to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    base = local_model(EMBEDDED)
+    steps = Steps(8)
+    train_file = steps("prepare data with data_tools.qa", prepare, out)
+    adapter = steps("train recipes/quickstart/lora-135m.yml with Axolotl on CPU", train, out, train_file, max_steps)
+    merged = out / "merged"
+    steps("merge the adapter (deploy.merge, verified against PEFT)", merge_adapter, base, adapter, merged)
+    report = steps("evaluate base vs tuned on held-out questions", evaluate, base, merged, out)
+    gguf_path = steps("export GGUF f16 (deploy.gguf)", export_gguf, merged, out / "gguf" / "quickstart-f16.gguf")
+    probe = next(read_jsonl(QA_DATA / "qa_heldout.jsonl"))[1]["question"]
+    answer = steps("answer a held-out question through llama.cpp", llama_cpp_answer, gguf_path, probe)
+    model_file = steps("write an Ollama Modelfile", modelfile, out, gguf_path, merged)
+    serve = steps("write the vLLM serve commands", vllm_command, out, merged, adapter)
+    artifacts = {"data": out / "data", "adapter": adapter, "merged model": merged,
+                 "eval report": out / "eval.json", "GGUF": gguf_path, "Modelfile": model_file,
+                 "vLLM (merged)": serve[0], "vLLM (LoRA)": serve[1]}
+    text = summary_table(report, steps.times, probe, answer, artifacts)
+    (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    print("\n" + text)
+    print("\nvLLM serve command (GPU machine):\n  " + serve[0].read_text().strip().splitlines()[-1])
+    return report, answer
+
+
+def merge_adapter(base, adapter, merged):
+    from deploy.merge import merge
+
+    return merge(base, adapter, merged, verify=True)
+
+
+def export_gguf(merged, path):
+    from deploy.gguf import export_model
+
+    return export_model(merged, path, "f16")
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m scripts.quickstart", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default=str(ROOT / "outputs" / "quickstart"))
+    parser.add_argument("--force", action="store_true", help="replace an earlier quickstart run")
+    parser.add_argument("--max-steps", type=int, help="cap training steps (default: the recipe's epochs)")
+    args = parser.parse_args(argv)
+    run(args.output_dir, args.force, args.max_steps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
