@@ -18,7 +18,8 @@ import torch
 
 from common.errors import InputError, cli
 from common.io import atomic_path, check_output
-from deploy.merge import base_shards, load_adapter, open_safetensors, read_json
+from deploy.merge import load_adapter, read_json
+from deploy.shards import Shard, model_shards
 
 ARCHITECTURES = ("LlamaForCausalLM",)
 FTYPES = {  # name -> (GGML type for 2-D weights, llama file type)
@@ -239,17 +240,17 @@ def export_model(model_dir, output, outtype="f16", force=False):
         factors = llama3_rope_factors(config)
         plan.append(("rope_freqs.weight", factors.shape, gguf.GGMLQuantizationType.F32))
         sources.append((None, factors))
-    for shard in base_shards(model_dir):
-        with open_safetensors(shard) as fh:
-            for hf_name in fh.keys():
-                if "rotary_emb.inv_freq" in hf_name:
-                    continue
-                name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-                if name is None:
-                    raise InputError(f"tensor {hf_name} has no GGUF name", shard)
-                shape = tuple(fh.get_slice(hf_name).get_shape())
-                plan.append((name, shape, out_type(name, shape, wanted)))
-                sources.append((shard, hf_name))
+    for path in model_shards(model_dir):
+        shard = Shard(path)
+        for hf_name in shard.names():
+            if "rotary_emb.inv_freq" in hf_name:
+                continue
+            name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            if name is None:
+                raise InputError(f"tensor {hf_name} has no GGUF name", path)
+            shape = shard.shape(hf_name)
+            plan.append((name, shape, out_type(name, shape, wanted)))
+            sources.append((shard, hf_name))
     if config.get("tie_word_embeddings") is False and not any(p[0] == "output.weight" for p in plan):
         raise InputError("untied model without lm_head.weight", model_dir)
 
@@ -257,9 +258,7 @@ def export_model(model_dir, output, outtype="f16", force=False):
         shard, hf_name = sources[i]
         if shard is None:
             return hf_name
-        with open_safetensors(shard) as fh:
-            weight = fh.get_tensor(hf_name).float()
-        return prepare(hf_name, weight, config).numpy()
+        return prepare(hf_name, shard.read(hf_name).float(), config).numpy()
 
     with atomic_path(output, force) as tmp:
         write_streaming(tmp, "llama", lambda w: add_metadata(w, model_dir, config, file_type), plan, load)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from common import offline_defaults
 from common.errors import InputError, cli
 from common.io import atomic_path, check_output
+from deploy.shards import Shard, model_shards
 
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "tokenizer.model", "special_tokens_map.json", "chat_template.jinja", "added_tokens.json")
@@ -34,26 +34,10 @@ def read_json(path):
         raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
 
 
-def base_shards(base):
-    """The base model's safetensors shard files, in order."""
-    base = Path(base)
-    index = base / "model.safetensors.index.json"
-    if index.exists():
-        return sorted({base / f for f in read_json(index)["weight_map"].values()})
-    single = base / "model.safetensors"
-    if single.exists():
-        return [single]
-    if list(base.glob("*.bin")):
-        raise InputError("only safetensors weights are merged (pickle .bin files can run code); "
-                         "convert the base with save_pretrained(safe_serialization=True)", base)
-    raise FileNotFoundError(f"{base}: no model.safetensors or model.safetensors.index.json")
-
-
 def open_safetensors(path):
-    try:
-        return safe_open(str(path), framework="pt")
-    except Exception as err:  # safetensors raises its own error type for truncated/corrupt files
-        raise InputError(f"unreadable safetensors file ({err})", path) from None
+    """safetensors' own reader, for small files such as adapters."""
+    Shard(path)  # validates the header and size first: a clear error for truncated files
+    return safe_open(str(path), framework="pt")
 
 
 def _pattern_value(patterns, name, default):
@@ -115,11 +99,9 @@ def check_compatible(base, deltas):
                          "(an adapter trained with QLoRA merges into the full-precision base)",
                          Path(base) / "config.json", field="quantization_config")
     found = {}
-    for shard in base_shards(base):
-        with open_safetensors(shard) as fh:
-            for name in fh.keys():
-                if name in deltas:
-                    found[name] = fh.get_slice(name).get_shape()
+    for shard in model_shards(base):
+        shard = Shard(shard)
+        found.update({name: shard.shape(name) for name in shard.names() if name in deltas})
     missing = sorted(set(deltas) - set(found))
     if missing:
         raise InputError(f"the base has no weights for {len(missing)} adapted modules, e.g. {missing[0]}: "
@@ -138,21 +120,18 @@ def merge(base, adapter, output, force=False, verify="auto"):
     check_output(output, force)
     cfg, deltas = load_adapter(adapter)
     check_compatible(base, deltas)
-    shards = base_shards(base)
+    shards = model_shards(base)
+
+    def add_delta(name, weight):
+        if name not in deltas:
+            return weight
+        a, b, scaling = deltas[name]
+        return (weight.float() + (b.float() @ a.float()) * scaling).to(weight.dtype)
+
     with atomic_path(output, force) as tmp:
         tmp.mkdir()
         for i, shard in enumerate(shards, 1):
-            tensors = {}
-            with open_safetensors(shard) as fh:
-                metadata = fh.metadata()
-                for name in fh.keys():
-                    weight = fh.get_tensor(name)
-                    if name in deltas:
-                        a, b, scaling = deltas[name]
-                        weight = (weight.float() + (b.float() @ a.float()) * scaling).to(weight.dtype)
-                    tensors[name] = weight.contiguous()
-            save_file(tensors, str(tmp / shard.name), metadata=metadata or {"format": "pt"})
-            del tensors
+            Shard(shard).rewrite(tmp / shard.name, add_delta)
             print(f"merge: shard {i}/{len(shards)} {shard.name}", file=sys.stderr)
         for name in MODEL_FILES + ("model.safetensors.index.json",):
             if (base / name).exists():
