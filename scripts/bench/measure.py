@@ -1,28 +1,44 @@
-"""Run a command as a subprocess and report its wall time and peak resident memory."""
+"""Run a command as a subprocess and report its wall time and peak resident memory.
+
+Linux carries a process's memory high-water mark across exec, so a child forked straight from a big
+benchmark process would inherit its peak; a tiny launcher process runs the command instead.
+"""
+import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 
 from common import OFFLINE_ENV, ROOT
 
+LAUNCHER = """
+import json, os, subprocess, sys, time
+report, argv = sys.argv[1], sys.argv[2:]
+err = open(report + ".err", "wb")
+start = time.perf_counter()
+proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL if os.environ.get("BENCH_QUIET") else None, stderr=err)
+_, status, usage = os.wait4(proc.pid, 0)
+json.dump({"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+           "rc": os.waitstatus_to_exitcode(status)}, open(report, "w"))
+"""
+
 
 def measure(argv, env=None, cwd=ROOT, quiet=True):
-    """Returns {"seconds", "peak_rss_mb", "rc"}; peak RSS from the child's rusage (Linux: KiB)."""
+    """Returns {"seconds", "peak_rss_mb", "rc"} of argv; raises with its stderr tail if it fails."""
     full_env = {**os.environ, **OFFLINE_ENV, "TQDM_DISABLE": "1", **(env or {})}
-    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.DEVNULL if quiet else None,
-                                stderr=err if quiet else None)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = rc = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - start
-        if rc != 0:
-            err.seek(0)
-            tail = err.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"{' '.join(map(str, argv))} exited with {rc}\n{tail}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "rc": rc}
+    if quiet:
+        full_env["BENCH_QUIET"] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        report = os.path.join(tmp, "report.json")
+        subprocess.run([sys.executable, "-S", "-c", LAUNCHER, report, *map(str, argv)], cwd=cwd,
+                       env=full_env, check=True)
+        with open(report) as fh:
+            result = json.load(fh)
+        if result["rc"] != 0:
+            with open(report + ".err", "rb") as fh:
+                tail = fh.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(map(str, argv))} exited with {result['rc']}\n{tail}")
+    return result
 
 
 def python(*args):

@@ -1,0 +1,635 @@
+"""Write an Ollama Modelfile for a GGUF model (or GGUF base + LoRA adapter) with the right chat template.
+
+The chat template family is found by rendering probe conversations with the HF tokenizer's own
+template (tokenizer.apply_chat_template) and comparing them with what Ollama would build from
+each known family's Go TEMPLATE: ChatML (SmolLM2, Qwen), Zephyr (TinyLlama-Chat) and Llama 3
+(3.0 and 3.1, including 3.1's fixed "Cutting Knowledge Date" system preamble). A family is only
+accepted when every probe renders identically; otherwise the tool stops with an error instead
+of guessing. A template's default system prompt (SmolLM2's) becomes the Modelfile's SYSTEM.
+
+Semantics that the TEMPLATE follows (Ollama's own conventions):
+  - a conversation ending with a user message gets the assistant generation prompt
+    (= apply_chat_template(add_generation_prompt=True));
+  - one ending with an assistant message leaves it open, so Ollama continues it
+    (= apply_chat_template(continue_final_message=True)).
+  - no BOS text: Ollama/llama.cpp add BOS from the GGUF metadata (tokenizer.ggml.add_bos_token),
+    so the comparison strips a leading bos_token when the HF template writes one.
+  - Go templates have no trim: Llama 3 templates strip whitespace around message content and
+    Ollama will not; such content renders differently (reported as a note).
+
+Values are written so that Ollama's Modelfile parser reads back exactly what was meant: text
+containing a triple quote or characters that the parser silently drops is refused, and every
+Modelfile written is parsed back (with a port of Ollama's parser) and compared before it is saved.
+
+deploy.json in --recipe-dir (optional): {"system": "...", "stop": ["..."], "temperature": 0.7,
+"top_p": 0.9, ...any Ollama PARAMETER}. --system and --param override it.
+
+Examples:
+  python -m deploy.ollama --gguf out/model-q4_k_m.gguf --model .cache/models/smollm2-135m-instruct -o Modelfile
+  python -m deploy.ollama --base base.gguf --adapter lora.gguf --model BASE_DIR --recipe-dir recipes/x \\
+      --param num_ctx=4096 -o Modelfile --create my-model
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common import offline_defaults
+from common.errors import InputError, cli
+from common.io import atomic_open, check_output
+from deploy import _gotemplate
+
+# --- Ollama PARAMETER names and value types (api.Options / api.Runner) ---
+
+INT_PARAMS = {"num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx", "num_batch",
+              "num_gpu", "main_gpu", "num_thread", "draft_num_predict"}
+FLOAT_PARAMS = {"top_p", "min_p", "typical_p", "temperature", "repeat_penalty", "presence_penalty",
+                "frequency_penalty"}
+BOOL_PARAMS = {"use_mmap"}
+LIST_PARAMS = {"stop"}
+PARAMS = INT_PARAMS | FLOAT_PARAMS | BOOL_PARAMS | LIST_PARAMS
+GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+            "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+
+
+# --- Modelfile values: writing them safely, and reading them back as Ollama does ---
+
+def go_is_print(ch):
+    """strconv.IsPrint: letters, marks, numbers, punctuation, symbols and the ASCII space."""
+    return ch == " " or unicodedata.category(ch)[0] in "LMNPS"
+
+
+def check_text(value, what):
+    """Refuse text that Ollama's parser would change or end early: triple quotes, dropped characters."""
+    if '"""' in value:
+        raise InputError('contains """, which ends a Modelfile value early and cannot be escaped', field=what)
+    for i, ch in enumerate(value):
+        if ch not in "\n\t" and not go_is_print(ch):
+            raise InputError(f"character {ch!r} at offset {i} would be dropped by Ollama's Modelfile parser",
+                             field=what)
+    return value
+
+
+def quote(value, what):
+    """A Modelfile value that Ollama reads back as exactly `value`."""
+    check_text(value, what)
+    if '"' in value or "\n" in value:
+        return f'"""{value}"""'
+    return f'"{value}"'
+
+
+def path_value(path, what):
+    text = str(path)
+    if '"' in text or "\n" in text or "\t" in text:
+        raise InputError("path contains a quote or control character", text, field=what)
+    check_text(text, what)
+    return f'"{text}"' if text != text.strip() or " " in text else text
+
+
+def _unquote(s):
+    if s[:3] == '"""':
+        if len(s) >= 6 and s[-3:] == '"""':
+            return s[3:-3], True
+        return "", False
+    if s[:1] == '"':
+        if len(s) >= 2 and s[-1] == '"':
+            return s[1:-1], True
+        return "", False
+    return s, True
+
+
+COMMANDS = {"from", "license", "template", "system", "adapter", "draft", "renderer", "parser",
+            "parameter", "message", "requires"}
+
+
+class ModelfileError(ValueError):
+    pass
+
+
+def parse_modelfile(text):
+    """Port of Ollama's parser.ParseFile: the (name, args) commands Ollama reads from `text`.
+
+    FROM is named "model" and PARAMETER commands by their parameter name, as in Ollama.
+    """
+    NIL, NAME, VALUE, PARAM, MESSAGE, COMMENT = range(6)
+    commands, buf, role, name, curr, line = [], [], "", None, NIL, 1
+    if text.startswith("\ufeff"):
+        text = text[1:]
+
+    def is_space(r):
+        return r in " \t"
+
+    def is_newline(r):
+        return r in "\r\n"
+
+    for r in text:
+        if is_newline(r):
+            line += 1
+        # parseRuneForState
+        if curr == NIL:
+            nxt, r = (COMMENT, "") if r == "#" else (NIL, "") if is_space(r) or is_newline(r) else (NAME, r)
+        elif curr == NAME:
+            if r.isascii() and r.isalpha():
+                nxt = NAME
+            elif is_space(r):
+                nxt, r = VALUE, ""
+            else:
+                raise ModelfileError(f"(line {line}): command must be one of {sorted(COMMANDS)}")
+        elif curr == VALUE:
+            nxt = NIL if is_newline(r) or is_space(r) else VALUE
+        elif curr == PARAM:
+            if (r.isascii() and r.isalnum()) or r == "_":
+                nxt = PARAM
+            elif is_space(r):
+                nxt, r = VALUE, ""
+            else:
+                raise ModelfileError(f"(line {line}): unexpected EOF")
+        elif curr == MESSAGE:
+            if r.isascii() and r.isalpha():
+                nxt = MESSAGE
+            elif is_space(r):
+                nxt, r = VALUE, ""
+            else:
+                raise ModelfileError(f"(line {line}): unexpected EOF")
+        else:  # COMMENT
+            nxt, r = (NIL, "") if is_newline(r) else (COMMENT, "")
+
+        if nxt != curr:
+            word = "".join(buf)
+            if curr == NAME:
+                if word.lower() not in COMMANDS:
+                    raise ModelfileError(f"(line {line}): command must be one of {sorted(COMMANDS)}")
+                s = word.lower()
+                if s == "from":
+                    name = "model"
+                elif s == "parameter":
+                    nxt = PARAM
+                else:
+                    if s == "message":
+                        nxt = MESSAGE
+                    name = s
+            elif curr == PARAM:
+                name = word
+            elif curr == MESSAGE:
+                if word not in ("system", "user", "assistant"):
+                    raise ModelfileError(f"(line {line}): message role must be system, user or assistant")
+                role = word
+            elif curr == VALUE:
+                s, ok = _unquote(word.strip(" \t\r\n"))
+                if not ok or is_space(r):
+                    buf.append(r)
+                    continue
+                if role:
+                    s, role = f"{role}: {s}", ""
+                commands.append((name, s))
+            buf = []
+            curr = nxt
+        if r and (go_is_print(r)):
+            buf.append(r)
+
+    if curr == VALUE:
+        s, ok = _unquote("".join(buf).strip(" \t\r\n"))
+        if not ok:
+            raise ModelfileError("unexpected EOF")
+        if role:
+            s = f"{role}: {s}"
+        commands.append((name, s))
+    elif curr not in (NIL, COMMENT):
+        raise ModelfileError("unexpected EOF")
+    if not any(n == "model" for n, _ in commands):
+        raise ModelfileError("no FROM line")
+    return commands
+
+
+# --- what Ollama does with a chat request: the prompt it builds from TEMPLATE ---
+
+def _collate(messages):
+    """Ollama's template.collate: merge consecutive same-role messages; join all system texts."""
+    system, out = [], []
+    for m in messages:
+        if m["role"] == "system":
+            system.append(m["content"])
+        if out and out[-1]["role"] == m["role"] and m["role"] != "tool":
+            out[-1] = {**out[-1], "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append(dict(m))
+    return "\n\n".join(system), out
+
+
+def render_template(template, messages, system=None, preset=()):
+    """The prompt Ollama's /api/chat builds: `template` is a TEMPLATE text (Go template syntax) or a
+    family name (chatml, zephyr, llama3). A conversation ending with a user message gets the generation
+    prompt; one ending with an assistant message is left open for Ollama to continue.
+
+    `system` is the Modelfile SYSTEM (prepended when the request has no system message of its own),
+    `preset` the Modelfile MESSAGE history. Only templates that iterate .Messages are supported.
+    """
+    if template in FAMILY_NAMES:
+        template = go_template(template)
+    if not messages:
+        raise ValueError("no messages")
+    if ".Messages" not in template:
+        raise ValueError("only TEMPLATEs that range over .Messages are rendered here")
+    msgs = [dict(m) for m in preset] + [dict(m) for m in messages]
+    if messages[0]["role"] != "system" and system:
+        msgs = [{"role": "system", "content": system}] + msgs
+    joined, collated = _collate(msgs)
+    data = {
+        "System": joined,
+        "Messages": [{"Role": m["role"], "Content": m["content"], "Thinking": "", "Images": [],
+                      "ToolCalls": [], "ToolName": "", "ToolCallID": ""} for m in collated],
+        "Tools": [], "Response": "", "Think": False, "ThinkLevel": "", "IsThinkSet": False,
+    }
+    return _gotemplate.render(template, data)
+
+
+def render_modelfile(modelfile_text, messages):
+    """Parse a Modelfile as Ollama does and render `messages` with its TEMPLATE, SYSTEM and MESSAGEs."""
+    commands = parse_modelfile(modelfile_text)
+    template = system = None
+    preset = []
+    for name, args in commands:
+        if name == "template":
+            template = args
+        elif name == "system":
+            system = args
+        elif name == "message":
+            role, _, content = args.partition(": ")
+            preset.append({"role": role, "content": content})
+    if template is None:
+        raise ValueError("the Modelfile has no TEMPLATE")
+    return render_template(template, messages, system=system, preset=preset)
+
+
+# --- chat template families ---
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    label: str
+    header: str          # text before a message's content, with {role}
+    end: str             # text after a finished message
+    stops: tuple
+
+    def head(self, role):
+        return self.header.replace("{role}", role)
+
+
+FAMILIES = (
+    Family("chatml", "ChatML", "<|im_start|>{role}\n", "<|im_end|>\n", ("<|im_start|>", "<|im_end|>")),
+    Family("zephyr", "Zephyr", "<|{role}|>\n", "</s>\n", ("</s>", "<|user|>", "<|assistant|>", "<|system|>")),
+    Family("llama3", "Llama 3", "<|start_header_id|>{role}<|end_header_id|>\n\n", "<|eot_id|>",
+           ("<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>")),
+)
+FAMILY_NAMES = {f.name: f for f in FAMILIES}
+
+
+def _literal(text):
+    """Template text for a constant: raw when it cannot be read as an action, else a Go string."""
+    if "{{" in text or "}}" in text:
+        return "{{ " + json.dumps(text, ensure_ascii=False) + " }}"
+    return text
+
+
+def go_template(family, preamble="", always_system=False):
+    """The Ollama TEMPLATE for a family.
+
+    preamble: text every system message starts with (Llama 3.1's knowledge-cutoff lines);
+    always_system: emit a system block (preamble only) when the conversation has no system message.
+    """
+    if isinstance(family, str):
+        family = FAMILY_NAMES[family]
+    role_head = _literal(family.head("\0")).replace("\0", "{{ .Role }}")
+    lines = ["{{- range $i, $_ := .Messages }}",
+             "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
+    if always_system:
+        lines.append('{{- if and (eq $i 0) (ne .Role "system") }}'
+                     + _literal(family.head("system") + preamble + family.end) + "{{ end }}")
+    system_prefix = ('{{ if eq .Role "system" }}' + _literal(preamble) + "{{ end }}") if preamble else ""
+    lines[-1] += role_head + system_prefix + "{{ .Content }}"
+    lines.append('{{- if or (not $last) (ne .Role "assistant") }}' + _literal(family.end) + "{{ end }}")
+    lines.append('{{- if and $last (ne .Role "assistant") }}' + _literal(family.head("assistant")) + "{{ end }}")
+    lines.append("{{- end }}")
+    return "\n".join(lines)
+
+
+PROBE_SYSTEM = "You are probe-system-7."
+PROBE = {"s": ("system", PROBE_SYSTEM), "u1": ("user", "Probe question one?"),
+         "a1": ("assistant", "Probe answer one."), "u2": ("user", "Probe question two?"),
+         "a2": ("assistant", "Probe answer two.")}
+PROBES = (("u1",), ("s", "u1"), ("s", "u1", "a1", "u2"), ("u1", "a1", "u2"),
+          ("s", "u1", "a1"), ("u1", "a1", "u2", "a2"))
+
+
+def probe_messages(keys):
+    return [{"role": PROBE[k][0], "content": PROBE[k][1]} for k in keys]
+
+
+def hf_render(tokenizer, messages):
+    """What the HF tokenizer's template renders, in Ollama's terms (see the module docstring)."""
+    if messages[-1]["role"] == "assistant":
+        text = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    else:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    bos = tokenizer.bos_token
+    if bos and "bos_token" in (tokenizer.chat_template or "") and text.startswith(bos):
+        text = text[len(bos):]
+    return text
+
+
+@dataclass
+class Detected:
+    family: Family
+    template: str
+    default_system: str | None
+    probes: int
+    notes: list = field(default_factory=list)
+
+
+def _content_of_system_block(family, rendered):
+    head = family.head("system")
+    if not rendered.startswith(head):
+        return None
+    rest = rendered[len(head):]
+    end = rest.find(family.end)
+    return rest[:end] if end >= 0 else None
+
+
+def _candidate(family, tokenizer):
+    """(template, default system) for a family, derived from the no-system and system probes."""
+    no_sys = hf_render(tokenizer, probe_messages(("u1",)))
+    with_sys = hf_render(tokenizer, probe_messages(("s", "u1")))
+    content = _content_of_system_block(family, with_sys)
+    preamble, always, default = "", False, None
+    if content is not None and content.endswith(PROBE_SYSTEM):
+        preamble = content[: -len(PROBE_SYSTEM)]
+    implicit = _content_of_system_block(family, no_sys)
+    if implicit is not None:
+        if implicit == preamble:
+            always = True
+        elif preamble == "":
+            default = implicit
+        else:
+            return None
+    return go_template(family, preamble, always), default
+
+
+def detect(tokenizer, families=FAMILIES):
+    """The family whose Go TEMPLATE renders every probe exactly as the tokenizer does, or InputError."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("the tokenizer has no chat template", field="chat_template")
+    expected = [(keys, hf_render(tokenizer, probe_messages(keys))) for keys in PROBES]
+    for family in families:
+        candidate = _candidate(family, tokenizer)
+        if candidate is None:
+            continue
+        template, default = candidate
+        try:
+            ok = all(render_template(template, probe_messages(keys), system=default) == want
+                     for keys, want in expected)
+        except (_gotemplate.TemplateError, ValueError):
+            ok = False
+        if not ok:
+            continue
+        notes = []
+        padded = [{"role": "user", "content": "  probe padded  "}]
+        want = hf_render(tokenizer, padded)
+        if render_template(template, padded, system=default) != want:
+            trimmed = [{"role": "user", "content": "probe padded"}]
+            if render_template(template, trimmed, system=default) == want:
+                notes.append("the tokenizer's template strips whitespace around message content; Go templates "
+                             "cannot, so Ollama keeps it (content with leading/trailing spaces renders differently)")
+            else:
+                notes.append("content with leading/trailing whitespace renders differently from the tokenizer")
+        return Detected(family, template, default, len(expected), notes)
+    sample = expected[2][1]
+    raise InputError(
+        "chat template not recognised: it renders probe conversations unlike every known family "
+        f"({', '.join(f.label for f in families)}); refusing to guess. Rendered system+user+assistant+user "
+        f"probe: {sample[:300]!r}", field="chat_template")
+
+
+def load_tokenizer(model_dir):
+    offline_defaults()
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir}: no such model directory")
+    if not ((model_dir / "tokenizer_config.json").exists() or (model_dir / "chat_template.jinja").exists()):
+        raise InputError("no tokenizer_config.json or chat_template.jinja", model_dir)
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+# --- parameters ---
+
+def parse_param(key, value, source=None):
+    """Validate one PARAMETER as Ollama's FormatParams would; returns a list of string values."""
+    if key not in PARAMS:
+        raise InputError(f"unknown Ollama parameter {key!r} (known: {', '.join(sorted(PARAMS))})", source, field=key)
+    values = value if isinstance(value, list) and key in LIST_PARAMS else [value]
+    out = []
+    for v in values:
+        if key in LIST_PARAMS:
+            if not isinstance(v, str) or not v:
+                raise InputError("stop strings must be non-empty strings", source, field=key)
+            check_text(v, key)
+            out.append(v)
+            continue
+        text = json.dumps(v) if isinstance(v, bool) else str(v).strip()
+        try:
+            if "_" in text:
+                raise ValueError
+            if key in INT_PARAMS:
+                if isinstance(v, (bool, float)):
+                    raise ValueError
+                text = str(int(text))
+            elif key in FLOAT_PARAMS:
+                if isinstance(v, bool):
+                    raise ValueError
+                number = float(text)
+                if number != number or number in (float("inf"), float("-inf")):
+                    raise ValueError
+                text = repr(number) if isinstance(v, float) else text
+            else:
+                if text not in GO_BOOLS:
+                    raise ValueError
+        except ValueError:
+            kind = "an integer" if key in INT_PARAMS else "a number" if key in FLOAT_PARAMS else "a boolean"
+            raise InputError(f"{v!r} is not {kind}", source, field=key) from None
+        check_text(text, key)
+        if " " in text:
+            raise InputError(f"{v!r} contains a space", source, field=key)
+        out.append(text)
+    return out
+
+
+def read_deploy_json(recipe_dir):
+    path = Path(recipe_dir) / "deploy.json"
+    if not path.exists():
+        return {}, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object", path)
+    return data, path
+
+
+# --- the Modelfile ---
+
+def modelfile_path_value(target, modelfile, what):
+    """Path as written in FROM/ADAPTER: relative to the Modelfile when below its folder, else absolute."""
+    target = Path(target).resolve()
+    base = Path(modelfile).resolve().parent
+    try:
+        rel = target.relative_to(base)
+        text = "./" + rel.as_posix()
+    except ValueError:
+        text = str(target)
+    return path_value(text, what)
+
+
+def build_commands(source, adapter, template, system, params):
+    """Commands as (directive, raw value) pairs in the order written."""
+    commands = [("FROM", source)]
+    if adapter:
+        commands.append(("ADAPTER", adapter))
+    commands.append(("TEMPLATE", template))
+    if system:
+        commands.append(("SYSTEM", system))
+    for key, values in params.items():
+        for v in values:
+            commands.append((f"PARAMETER {key}", v))
+    return commands
+
+
+def serialize(commands, header=()):
+    lines = [f"# {h}" for h in header]
+    expected = []
+    for directive, value in commands:
+        if directive in ("FROM", "ADAPTER"):
+            lines.append(f"{directive} {value}")
+            expected.append(("model" if directive == "FROM" else "adapter", _unquote(value)[0]))
+        elif directive.startswith("PARAMETER "):
+            key = directive.split(" ", 1)[1]
+            written = value if key not in LIST_PARAMS else quote(value, key)
+            lines.append(f"{directive} {written}")
+            expected.append((key, value))
+        else:
+            check_text(value, directive.lower())
+            lines.append(f'{directive} """{value}"""')
+            expected.append((directive.lower(), value))
+    text = "\n".join(lines) + "\n"
+    parsed = parse_modelfile(text)
+    if parsed != expected:  # never write a Modelfile that Ollama would read differently
+        raise InputError(f"internal error: the Modelfile would be read back as {parsed!r}")
+    return text
+
+
+def build_modelfile(out, model_dir, gguf=None, base=None, adapter=None, recipe_dir=None,
+                    system=None, params=(), families=FAMILIES):
+    """(Modelfile text, Detected) for the given inputs."""
+    if bool(gguf) == bool(base):
+        raise InputError("give either --gguf PATH or --base GGUF (with optional --adapter)")
+    if adapter and not base:
+        raise InputError("--adapter needs --base")
+    tokenizer = load_tokenizer(model_dir)
+    detected = detect(tokenizer, families)
+
+    settings, settings_path = read_deploy_json(recipe_dir) if recipe_dir else ({}, None)
+    chosen_system = detected.default_system
+    if "system" in settings:
+        if not isinstance(settings["system"], str):
+            raise InputError("expected a string", settings_path, field="system")
+        chosen_system = settings["system"]
+    if system is not None:
+        chosen_system = system
+    if chosen_system is not None:
+        check_text(chosen_system, "system")
+
+    merged = {"stop": list(detected.family.stops)}
+    for key, value in settings.items():
+        if key == "system":
+            continue
+        values = parse_param(key, value, settings_path)
+        merged[key] = merged.get(key, []) + values if key in LIST_PARAMS else values
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--param {item!r}: expected key=value", field="param")
+        key = key.strip()
+        values = parse_param(key, value)
+        merged[key] = merged.get(key, []) + values if key in LIST_PARAMS else values
+    merged["stop"] = list(dict.fromkeys(merged["stop"]))
+
+    main = gguf or base
+    main_path = Path(main)
+    if main_path.exists():
+        source = modelfile_path_value(main_path, out, "from")
+    elif gguf or str(main).endswith(".gguf") or "/" in str(main) or os.sep in str(main):
+        raise FileNotFoundError(f"{main}: no such GGUF file")
+    else:  # an Ollama model name, e.g. llama3.1:8b
+        source = path_value(str(main), "from")
+    adapter_value = None
+    if adapter:
+        if not Path(adapter).exists():
+            raise FileNotFoundError(f"{adapter}: no such adapter file")
+        adapter_value = modelfile_path_value(adapter, out, "adapter")
+
+    header = [
+        "Modelfile written by deploy.ollama",
+        f"chat template: {detected.family.label}, matched tokenizer.apply_chat_template on "
+        f"{detected.probes} probe conversations",
+        "no BOS in TEMPLATE: Ollama adds it from the GGUF metadata",
+    ] + [f"note: {n}" for n in detected.notes]
+    commands = build_commands(source, adapter_value, detected.template, chosen_system, merged)
+    return serialize(commands, header), detected
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m deploy.ollama", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--gguf", help="GGUF model file (FROM)")
+    src.add_argument("--base", help="base GGUF file (FROM) for --adapter, or an Ollama model name")
+    parser.add_argument("--adapter", help="LoRA adapter as GGUF (ADAPTER)")
+    parser.add_argument("--model", required=True, help="HF model dir whose tokenizer gives the chat template")
+    parser.add_argument("--recipe-dir", help="folder whose deploy.json (if present) gives system/stop/parameters")
+    parser.add_argument("--system", help="system prompt (overrides deploy.json and the template's default)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="Ollama PARAMETER, repeatable (stop=... adds a stop string)")
+    parser.add_argument("-o", "--output", default="Modelfile", help="Modelfile to write (default: ./Modelfile)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    parser.add_argument("--create", metavar="NAME", help="then run `ollama create NAME -f Modelfile` if ollama is installed")
+    args = parser.parse_args(argv)
+
+    check_output(args.output, args.force)
+    text, detected = build_modelfile(args.output, args.model, gguf=args.gguf, base=args.base,
+                                     adapter=args.adapter, recipe_dir=args.recipe_dir,
+                                     system=args.system, params=args.param)
+    with atomic_open(args.output, force=args.force) as fh:
+        fh.write(text)
+    print(f"wrote {args.output} (chat template {detected.family.label})", file=sys.stderr)
+    for note in detected.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.create:
+        command = ["ollama", "create", args.create, "-f", str(args.output)]
+        if shutil.which("ollama") is None:
+            print("ollama is not installed; to create the model run:\n  " + shlex.join(command), file=sys.stderr)
+            return 0
+        return subprocess.run(command).returncode
+    return 0
+
+
+main = cli(main)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,541 @@
+"""Serve LoRA adapters with vLLM: check an adapter, write the `vllm serve` command, load/unload, chat.
+
+  check ADAPTER_DIR [--max-lora-rank N] [--base MODEL_DIR]
+      Checks adapter_config.json and the tensor names/shapes in adapter_model.safetensors against
+      vLLM's LoRA rules; each failure comes with its fix. Exit 0 servable, 1 not servable.
+  serve-command (--base MODEL --adapter NAME=PATH ... | --merged DIR) [--host 127.0.0.1] [--port 8000]
+                [--api-key-env VLLM_API_KEY] [--served-model-name NAME] [--allow-runtime-lora] [-o serve.sh]
+      Prints (or writes as a script) the `vllm serve` command: --lora-modules as JSON objects,
+      --max-lora-rank the smallest allowed value >= every adapter's rank, --max-loras = number of
+      adapters. Every argument is shell-quoted; the API key is read from an environment variable,
+      never written.
+  load --base-url URL NAME PATH / unload --base-url URL NAME
+      POST /v1/load_lora_adapter or /v1/unload_lora_adapter on a running server; the server must
+      have been started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (--allow-runtime-lora).
+  chat --base-url URL --model NAME [--system TEXT] PROMPT
+      One chat completion through the openai client (any OpenAI-compatible server); the API key
+      comes from --api-key-env (default VLLM_API_KEY), "EMPTY" when unset.
+
+vLLM's rules checked (vllm/lora/peft_helper.py, vllm/config/lora.py, vllm/lora/lora_model.py):
+rank <= --max-lora-rank, one of 1, 8, 16, 32, 64, 128, 256, 320, 512 (default 16); no
+modules_to_save; no DoRA; bias "none"; LoRA only on modules vLLM replaces in Llama models
+(q/k/v/o_proj, gate/up/down_proj); no tokens added beyond the base vocabulary. LoRA on
+embed_tokens/lm_head is a warning: vLLM accepts it only for architectures that register embedding
+modules (Llama does) and with an unchanged vocabulary. --strict turns warnings into failures.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from common.errors import InputError, cli
+from common.io import atomic_open, check_output
+
+ALLOWED_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+DEFAULT_MAX_LORA_RANK = 16
+LLAMA_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+EMBEDDING_MODULES = ("embed_tokens", "lm_head")
+MERGE_FIX = "or merge the adapter into the base (python -m deploy.merge) and serve the merged model (--merged)"
+LORA_TENSOR = re.compile(r"^(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B|"
+                         r"lora_magnitude_vector)(?:\.default)?(?:\.weight)?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def smallest_allowed_rank(rank):
+    for allowed in ALLOWED_RANKS:
+        if allowed >= rank:
+            return allowed
+    return None
+
+
+def _read_json(path):
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object", path)
+    return data
+
+
+def _tokenizer_size(path):
+    """Number of token ids in a tokenizer.json (model vocab plus added tokens)."""
+    data = _read_json(path)
+    ids = [t.get("id", -1) for t in data.get("added_tokens") or []]
+    vocab = (data.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict):
+        ids += list(vocab.values())
+    elif isinstance(vocab, list):
+        ids.append(len(vocab) - 1)
+    return max(ids) + 1 if ids else 0
+
+
+def _resolve_base(adapter_dir, config, base):
+    """Local base model dir: --base, else the adapter's base_model_name_or_path if it is a local dir."""
+    if base:
+        base = Path(base)
+        if not (base / "config.json").exists():
+            raise FileNotFoundError(f"{base}: no config.json (give the local base model dir)")
+        return base
+    name = config.get("base_model_name_or_path")
+    if name:
+        for candidate in (Path(name), Path(adapter_dir) / name):
+            if (candidate / "config.json").exists():
+                return candidate
+    return None
+
+
+def check_adapter(adapter_dir, max_lora_rank=None, base=None):
+    """vLLM servability of a PEFT LoRA adapter dir.
+
+    Returns a dict: problems (list of 'what: why. Fix: how'), warnings, rank (largest LoRA rank),
+    needed_max_lora_rank, modules (LoRA target module names found in the weights), base (dir or None).
+    """
+    adapter_dir = Path(adapter_dir)
+    if max_lora_rank is not None and max_lora_rank not in ALLOWED_RANKS:
+        raise InputError(f"{max_lora_rank} is not a value vLLM accepts for --max-lora-rank "
+                         f"({', '.join(map(str, ALLOWED_RANKS))})", field="max-lora-rank")
+    config_path = adapter_dir / "adapter_config.json"
+    if not adapter_dir.is_dir():
+        raise FileNotFoundError(f"{adapter_dir}: no such adapter directory")
+    config = _read_json(config_path)
+    problems, warnings = [], []
+
+    peft_type = str(config.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        problems.append(f"peft_type {peft_type}: vLLM serves LoRA adapters only. Fix: train a LoRA adapter "
+                        f"({MERGE_FIX} if the method can be merged)")
+
+    # rank
+    ranks = []
+    r = config.get("r")
+    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+        problems.append(f"r = {r!r}: the LoRA rank must be a positive integer. Fix: repair adapter_config.json")
+    else:
+        ranks.append(r)
+    pattern = config.get("rank_pattern") or {}
+    if isinstance(pattern, dict):
+        ranks += [v for v in pattern.values() if isinstance(v, int) and not isinstance(v, bool)]
+
+    # unsupported PEFT features
+    modules_to_save = config.get("modules_to_save")
+    if modules_to_save:
+        problems.append(f"modules_to_save = {modules_to_save}: vLLM only supports modules_to_save being None "
+                        "(whole modules trained next to the LoRA). Fix: retrain without them (Axolotl: drop "
+                        f"lora_modules_to_save) {MERGE_FIX}")
+    if config.get("use_dora"):
+        problems.append(f"use_dora = true: vLLM does not support DoRA. Fix: retrain with peft_use_dora: false {MERGE_FIX}")
+    bias = config.get("bias", "none")
+    if bias != "none":
+        problems.append(f"bias = {bias!r}: vLLM does not support adapter biases (only bias \"none\"). "
+                        f"Fix: retrain with bias \"none\" {MERGE_FIX}")
+    if config.get("trainable_token_indices"):
+        problems.append("trainable_token_indices is set: released vLLM versions cannot load trained token rows "
+                        f"(only the newest accept them with --max-lora-trainable-tokens). Fix: {MERGE_FIX[3:]}")
+
+    # tensors: the source of truth for which modules carry LoRA weights (as in vLLM)
+    modules, tensor_ranks, vocab_rows = set(), [], {}
+    weights = adapter_dir / "adapter_model.safetensors"
+    if weights.exists():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as fh:
+                names = list(fh.keys())
+                shapes = {name: fh.get_slice(name).get_shape() for name in names}
+        except Exception as err:  # safetensors raises its own error type on a corrupt header
+            raise InputError(f"unreadable safetensors file ({err})", weights) from None
+        for name in names:
+            shape = shapes[name]
+            match = LORA_TENSOR.match(name)
+            if not match:
+                stem = name.removesuffix(".weight")
+                is_base_layer = stem.endswith(".base_layer")
+                leaf = stem.removesuffix(".base_layer").rsplit(".", 1)[-1]
+                if leaf in EMBEDDING_MODULES and shape:
+                    vocab_rows[name] = shape[0]
+                    if is_base_layer:  # copies of the base embeddings (save_embedding_layers); vLLM skips them
+                        continue
+                    problems.append(f"tensor {name}: a full {leaf} matrix is saved in the adapter (trained or "
+                                    "resized embeddings), which vLLM cannot load from a LoRA adapter. "
+                                    f"Fix: train without it {MERGE_FIX}")
+                else:
+                    problems.append(f"tensor {name}: not a LoRA weight vLLM knows how to load. Fix: {MERGE_FIX[3:]}")
+                continue
+            leaf = match["module"].rsplit(".", 1)[-1]
+            modules.add(leaf)
+            kind = match["kind"]
+            if kind == "lora_magnitude_vector" and not config.get("use_dora"):
+                problems.append(f"tensor {name}: DoRA magnitude vector; vLLM does not support DoRA. "
+                                f"Fix: {MERGE_FIX[3:]}")
+            if kind in ("lora_A", "lora_embedding_A") and len(shape) == 2:
+                tensor_ranks.append(shape[0])
+            if kind == "lora_embedding_A" and len(shape) == 2:
+                vocab_rows[name] = shape[1]
+        if not modules and not problems:
+            problems.append("adapter_model.safetensors holds no LoRA tensors. Fix: save the trained adapter "
+                            "with save_pretrained()")
+    elif (adapter_dir / "adapter_model.bin").exists():
+        warnings.append("adapter_model.bin is a pickle file (vLLM loads it with torch.load(weights_only=True)); "
+                        "the module names and ranks in it were not checked. Prefer safetensors: "
+                        "save_pretrained(safe_serialization=True)")
+        targets = config.get("target_modules") or []
+        modules = set(targets if isinstance(targets, list) else [])
+    else:
+        problems.append("no adapter_model.safetensors (or .bin): vLLM needs the adapter weights. "
+                        "Fix: point at the folder save_pretrained() wrote")
+
+    embed = sorted(m for m in modules if m in EMBEDDING_MODULES)
+    if embed:
+        warnings.append(f"LoRA on {', '.join(embed)}: vLLM loads embedding/lm_head LoRA only for architectures "
+                        "that register embedding modules (Llama does; several others reject the adapter as "
+                        "'unexpected target modules') and only with the base vocabulary; releases since the "
+                        "removal of LoRA extra vocabulary (v0.12) cannot add tokens this way. If loading fails, "
+                        f"retrain with {', '.join(LLAMA_LORA_MODULES)} {MERGE_FIX}")
+    other = sorted(m for m in modules if m not in LLAMA_LORA_MODULES and m not in EMBEDDING_MODULES)
+    if other:
+        problems.append(f"LoRA on {', '.join(other)}: not a module vLLM replaces with a LoRA layer in Llama "
+                        f"models ({', '.join(LLAMA_LORA_MODULES)}). Fix: retrain with those targets {MERGE_FIX}")
+
+    rank = max(ranks + tensor_ranks) if ranks + tensor_ranks else None
+    if tensor_ranks and r and isinstance(r, int) and max(tensor_ranks) > max(ranks):
+        problems.append(f"weights have rank {max(tensor_ranks)} but adapter_config.json says r = {r}. "
+                        "Fix: repair adapter_config.json (rank_pattern) to match the weights")
+    needed = smallest_allowed_rank(rank) if rank else None
+    if rank and needed is None:
+        problems.append(f"rank {rank} is greater than the largest --max-lora-rank vLLM accepts "
+                        f"({ALLOWED_RANKS[-1]}). Fix: retrain with r <= {ALLOWED_RANKS[-1]} {MERGE_FIX}")
+    elif rank and max_lora_rank is not None and rank > max_lora_rank:
+        problems.append(f"LoRA rank {rank} is greater than max_lora_rank {max_lora_rank}. "
+                        f"Fix: serve with --max-lora-rank {needed}")
+    elif rank and max_lora_rank is None and needed > DEFAULT_MAX_LORA_RANK:
+        warnings.append(f"rank {rank} needs --max-lora-rank {needed} (vLLM's default is {DEFAULT_MAX_LORA_RANK})")
+
+    # added tokens
+    base_dir = _resolve_base(adapter_dir, config, base)
+    base_vocab = None
+    if base_dir is not None:
+        base_vocab = _read_json(base_dir / "config.json").get("vocab_size")
+        arch = (_read_json(base_dir / "config.json").get("architectures") or ["?"])[0]
+        if "Llama" not in arch:
+            warnings.append(f"base architecture {arch}: the target module list checked is vLLM's for Llama models")
+    added_path = adapter_dir / "added_tokens.json"
+    if added_path.exists():
+        added = _read_json(added_path)
+        beyond = {t: i for t, i in added.items() if base_vocab is None or (isinstance(i, int) and i >= base_vocab)}
+        if beyond:
+            shown = ", ".join(f"{t!r}={i}" for t, i in list(beyond.items())[:5])
+            problems.append(f"added_tokens.json adds {len(beyond)} token(s) ({shown})"
+                            + (f" beyond the base vocabulary ({base_vocab})" if base_vocab else "")
+                            + ": vLLM serves the base model's vocabulary and cannot load new token embeddings "
+                            f"from a LoRA adapter. Fix: train without new tokens {MERGE_FIX}")
+    if base_vocab is not None:
+        grown = {n: rows for n, rows in vocab_rows.items() if rows > base_vocab}
+        if grown:
+            name, rows = next(iter(grown.items()))
+            problems.append(f"tensor {name} has {rows} vocabulary rows, more than the base vocabulary "
+                            f"({base_vocab}): the embeddings were resized for added tokens, which vLLM cannot "
+                            f"serve from a LoRA adapter. Fix: train without new tokens {MERGE_FIX}")
+    tok_path = adapter_dir / "tokenizer.json"
+    if tok_path.exists():
+        size = _tokenizer_size(tok_path)
+        if base_vocab is not None and size > base_vocab:
+            problems.append(f"the adapter's tokenizer has {size} tokens, more than the base vocabulary "
+                            f"({base_vocab}): tokens were added, and vLLM cannot serve their embeddings from a "
+                            f"LoRA adapter. Fix: train without new tokens {MERGE_FIX}")
+        elif base_vocab is None:
+            warnings.append("no local base model (give --base): added tokens were not compared with the base vocabulary")
+    elif base_vocab is None and not added_path.exists():
+        warnings.append("no local base model (give --base): added tokens were not checked")
+
+    return {"problems": problems, "warnings": warnings, "rank": rank, "needed_max_lora_rank": needed,
+            "modules": sorted(modules), "base": str(base_dir) if base_dir else None}
+
+
+# --- serve command ---
+
+def parse_adapter_spec(spec):
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise InputError(f"--adapter {spec!r}: expected NAME=PATH", field="adapter")
+    return name, path
+
+
+def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000, api_key_env=None,
+               served_model_name=None, max_lora_rank=None, check=True, extra=()):
+    """(argv list, api-key placeholder index or None, info). argv[0] is 'vllm'."""
+    if bool(base) == bool(merged):
+        raise InputError("give either --base MODEL (with --adapter NAME=PATH ...) or --merged DIR")
+    if merged and adapters:
+        raise InputError("--merged serves a merged model: drop --adapter, or use --base with adapters")
+    if api_key_env is not None and not ENV_NAME.match(api_key_env):
+        raise InputError(f"{api_key_env!r} is not an environment variable name", field="api-key-env")
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise InputError(f"port {port!r} out of range", field="port")
+    model = merged or base
+    if Path(model).exists():
+        model = str(Path(model).resolve())
+    elif merged:
+        raise FileNotFoundError(f"{merged}: no such merged model directory")
+    argv = ["vllm", "serve", model]
+    if served_model_name:
+        argv += ["--served-model-name", served_model_name]
+    argv += ["--host", host, "--port", str(port)]
+    key_index = None
+    if api_key_env:
+        argv += ["--api-key"]
+        key_index = len(argv)
+        argv.append(f"${api_key_env}")
+    info = {"adapters": []}
+    if adapters:
+        names, specs, ranks = set(), [], []
+        for spec in adapters:
+            name, path = parse_adapter_spec(spec)
+            if name in names:
+                raise InputError(f"adapter name {name!r} given twice", field="adapter")
+            names.add(name)
+            result = check_adapter(path, base=Path(base) if Path(base, "config.json").exists() else None) \
+                if check else None
+            if result and result["problems"]:
+                raise InputError(f"adapter {name!r} ({path}) cannot be served by vLLM:\n  - "
+                                 + "\n  - ".join(result["problems"]), field="adapter")
+            rank = result["rank"] if result else _config_rank(path)
+            ranks.append(rank)
+            specs.append({"name": name, "path": str(Path(path).resolve()),
+                          "base_model_name": served_model_name or model})
+            info["adapters"].append({"name": name, "rank": rank})
+        needed = smallest_allowed_rank(max(ranks))
+        if needed is None:
+            raise InputError(f"rank {max(ranks)} exceeds vLLM's largest --max-lora-rank {ALLOWED_RANKS[-1]}")
+        if max_lora_rank is not None:
+            if max_lora_rank not in ALLOWED_RANKS:
+                raise InputError(f"{max_lora_rank} is not a value vLLM accepts for --max-lora-rank "
+                                 f"({', '.join(map(str, ALLOWED_RANKS))})", field="max-lora-rank")
+            if max_lora_rank < max(ranks):
+                raise InputError(f"--max-lora-rank {max_lora_rank} is below the adapters' rank {max(ranks)}",
+                                 field="max-lora-rank")
+            needed = max_lora_rank
+        argv += ["--enable-lora", "--lora-modules"]
+        argv += [json.dumps(s, ensure_ascii=False) for s in specs]
+        argv += ["--max-lora-rank", str(needed), "--max-loras", str(len(specs))]
+        info["max_lora_rank"] = needed
+    elif max_lora_rank is not None:
+        raise InputError("--max-lora-rank only applies with --adapter")
+    argv += list(extra)
+    return argv, key_index, info
+
+
+def _config_rank(path):
+    config = _read_json(Path(path) / "adapter_config.json")
+    ranks = [config.get("r") or 0] + list((config.get("rank_pattern") or {}).values())
+    return max(ranks)
+
+
+def shell_command(argv, key_index=None, multiline=False):
+    """The command as shell text: every argument shlex-quoted, the API key as "$VAR"."""
+    words = []
+    for i, arg in enumerate(argv):
+        words.append(f'"{arg}"' if i == key_index else shlex.quote(arg))
+    if not multiline:
+        return " ".join(words)
+    lines, current = [], words[:3]
+    for word in words[3:]:
+        if word.startswith("--") and current:
+            lines.append(" ".join(current))
+            current = []
+        current.append(word)
+    lines.append(" ".join(current))
+    return " \\\n  ".join(lines)
+
+
+def serve_script(argv, key_index, api_key_env, allow_runtime_lora):
+    out = ["#!/usr/bin/env bash", "# vLLM OpenAI-compatible server, written by python -m deploy.vllm serve-command",
+           "set -euo pipefail"]
+    if api_key_env:
+        out.append(f': "${{{api_key_env}:?set {api_key_env} to the API key that clients must send}}"')
+    if allow_runtime_lora:
+        out.append("# lets clients load/unload adapters at runtime (POST /v1/load_lora_adapter)")
+        out.append("export VLLM_ALLOW_RUNTIME_LORA_UPDATING=True")
+    out.append("exec " + shell_command(argv, key_index, multiline=True))
+    return "\n".join(out) + "\n"
+
+
+# --- runtime adapter loading ---
+
+def _api_root(base_url):
+    url = base_url.rstrip("/")
+    if url.endswith("/v1"):
+        url = url[:-3]
+    if not re.match(r"^https?://", url):
+        raise InputError(f"{base_url!r}: expected an http:// or https:// URL", field="base-url")
+    return url
+
+
+def _post(base_url, route, body, api_key=None, timeout=60):
+    request = urllib.request.Request(_api_root(base_url) + route, data=json.dumps(body).encode("utf-8"),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8", "replace")
+
+
+def load_adapter(base_url, name, path, api_key=None):
+    """POST /v1/load_lora_adapter; returns (HTTP status, body)."""
+    local = Path(path)
+    lora_path = str(local.resolve()) if local.exists() else str(path)
+    return _post(base_url, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": lora_path}, api_key)
+
+
+def unload_adapter(base_url, name, api_key=None):
+    """POST /v1/unload_lora_adapter; returns (HTTP status, body)."""
+    return _post(base_url, "/v1/unload_lora_adapter", {"lora_name": name}, api_key)
+
+
+# --- chat ---
+
+def chat(base_url, model, prompt, system=None, api_key=None, max_tokens=256, temperature=None, timeout=120):
+    """One chat completion through the openai client; returns the reply text."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=_api_root(base_url) + "/v1", api_key=api_key or "EMPTY", timeout=timeout,
+                    max_retries=0)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    kwargs = {"max_tokens": max_tokens}
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    response = client.chat.completions.create(model=model, messages=messages, **kwargs)
+    return response.choices[0].message.content or ""
+
+
+def _api_key(env):
+    if not ENV_NAME.match(env):
+        raise InputError(f"{env!r} is not an environment variable name", field="api-key-env")
+    return os.environ.get(env)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m deploy.vllm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="check that vLLM can serve a LoRA adapter")
+    p.add_argument("adapter", help="PEFT adapter dir (adapter_config.json, adapter_model.safetensors)")
+    p.add_argument("--max-lora-rank", type=int, help="the --max-lora-rank the server will use")
+    p.add_argument("--base", help="local base model dir (default: the adapter's base_model_name_or_path)")
+    p.add_argument("--strict", action="store_true", help="treat warnings as failures")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("serve-command", help="print or write the `vllm serve` command")
+    p.add_argument("--base", help="base model (HF id or local dir)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH", help="LoRA adapter, repeatable")
+    p.add_argument("--merged", help="serve a merged model dir instead of base + adapters")
+    p.add_argument("--served-model-name", help="name clients use for the base/merged model")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-env", metavar="VAR", help="require an API key, read from this environment variable")
+    p.add_argument("--max-lora-rank", type=int, help="override (default: smallest allowed >= the adapters' rank)")
+    p.add_argument("--allow-runtime-lora", action="store_true",
+                   help="script exports VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (for load/unload)")
+    p.add_argument("--skip-check", action="store_true", help="do not run `check` on the adapters")
+    p.add_argument("-o", "--output", help="write an executable bash script here instead of printing")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+    for verb in ("load", "unload"):
+        p = sub.add_parser(verb, help=f"{verb} a LoRA adapter on a running vLLM server "
+                                      "(started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)")
+        p.add_argument("--base-url", default="http://127.0.0.1:8000", help="server URL (default %(default)s)")
+        p.add_argument("name", help="adapter name")
+        if verb == "load":
+            p.add_argument("path", help="adapter dir as the server sees it")
+        p.add_argument("--api-key-env", default="VLLM_API_KEY", help="env var holding the API key (default %(default)s)")
+
+    p = sub.add_parser("chat", help="send one chat message through the openai client")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="server URL (default %(default)s)")
+    p.add_argument("--model", required=True, help="model or adapter name")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--api-key-env", default="VLLM_API_KEY", help="env var holding the API key (default %(default)s)")
+    p.add_argument("prompt")
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        result = check_adapter(args.adapter, args.max_lora_rank, args.base)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            verdict = "not servable by vLLM" if result["problems"] else "servable by vLLM"
+            print(f"{args.adapter}: {verdict} (rank {result['rank']}, needs --max-lora-rank "
+                  f"{result['needed_max_lora_rank']}; LoRA on {', '.join(result['modules']) or 'nothing'})")
+            for problem in result["problems"]:
+                print(f"  FAIL {problem}")
+            for warning in result["warnings"]:
+                print(f"  warn {warning}")
+        return 1 if result["problems"] or (args.strict and result["warnings"]) else 0
+
+    if args.command == "serve-command":
+        if args.output:
+            check_output(args.output, args.force)
+        argv_, key_index, _ = serve_argv(args.base, args.adapter, args.merged, args.host, args.port,
+                                         args.api_key_env, args.served_model_name, args.max_lora_rank,
+                                         check=not args.skip_check)
+        if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key_env:
+            print(f"warning: --host {args.host} exposes the server without an API key (add --api-key-env VAR)",
+                  file=sys.stderr)
+        if args.allow_runtime_lora and not args.output:
+            print("# run with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in the environment", file=sys.stderr)
+        if args.output:
+            with atomic_open(args.output, force=args.force) as fh:
+                fh.write(serve_script(argv_, key_index, args.api_key_env, args.allow_runtime_lora))
+            os.chmod(args.output, 0o755)
+            print(f"wrote {args.output}", file=sys.stderr)
+        else:
+            print(shell_command(argv_, key_index))
+        return 0
+
+    if args.command in ("load", "unload"):
+        key = _api_key(args.api_key_env)
+        try:
+            if args.command == "load":
+                status, body = load_adapter(args.base_url, args.name, args.path, key)
+            else:
+                status, body = unload_adapter(args.base_url, args.name, key)
+        except urllib.error.URLError as err:
+            print(f"error: cannot reach {args.base_url}: {err.reason}", file=sys.stderr)
+            return 1
+        print(body.strip())
+        if status >= 400:
+            hint = (" (is the server running with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)"
+                    if status in (404, 405) else "")
+            print(f"error: HTTP {status}{hint}", file=sys.stderr)
+            return 1
+        return 0
+
+    if args.command == "chat":
+        from openai import OpenAIError
+
+        try:
+            print(chat(args.base_url, args.model, args.prompt, args.system, _api_key(args.api_key_env),
+                       args.max_tokens, args.temperature))
+        except OpenAIError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+main = cli(main)
+
+if __name__ == "__main__":
+    sys.exit(main())
