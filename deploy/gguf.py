@@ -62,8 +62,6 @@ def bpe_pre_tokenizer(tokenizer_json, path):
 
 def vocab(model_dir, n_vocab):
     """(tokenizer model, pre-tokenizer, tokens, scores, token types) for the GGUF header."""
-    from transformers import AutoTokenizer
-
     model_dir = Path(model_dir)
     if (model_dir / "tokenizer.model").exists():
         spm = gguf.SentencePieceVocab(model_dir)
@@ -74,8 +72,6 @@ def vocab(model_dir, n_vocab):
         raise InputError("no tokenizer.json or tokenizer.model", model_dir)
     tj = json.loads(path.read_text(encoding="utf-8"))
     model = tj.get("model", {})
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    added = {t.content: (i, t.special) for i, t in tok.added_tokens_decoder.items()}
     byte_level = "ByteLevel" in json.dumps(tj.get("pre_tokenizer"))
     if model.get("type") == "BPE" and byte_level:
         kind, pre, rank = "gpt2", bpe_pre_tokenizer(tj, path), None
@@ -87,7 +83,9 @@ def vocab(model_dir, n_vocab):
             rank.setdefault("".join(pair), r)
     else:
         raise InputError(f"unsupported tokenizer model {model.get('type')}", path, field="model")
-    by_id = {i: t for t, i in tok.get_vocab().items()}
+    added = {t["content"]: t.get("special", False) for t in tj.get("added_tokens", [])}
+    by_id = {i: t for t, i in model.get("vocab", {}).items()}
+    by_id.update({t["id"]: t["content"] for t in tj.get("added_tokens", [])})
     tokens, scores, types = [], [], []
     for i in range(n_vocab):
         text = by_id.get(i)
@@ -95,12 +93,12 @@ def vocab(model_dir, n_vocab):
             tokens.append(f"[PAD{i}]"), scores.append(-1000.0), types.append(gguf.TokenType.UNUSED)
             continue
         if text in added:
-            ttype = gguf.TokenType.CONTROL if added[text][1] else gguf.TokenType.USER_DEFINED
+            ttype = gguf.TokenType.CONTROL if added[text] else gguf.TokenType.USER_DEFINED
         elif kind == "llama" and re.fullmatch(r"<0x[0-9A-F]{2}>", text):
             ttype = gguf.TokenType.BYTE
         else:
             ttype = gguf.TokenType.NORMAL
-        if kind == "llama" and text == tok.unk_token:
+        if kind == "llama" and text == model.get("unk_token"):
             ttype = gguf.TokenType.UNKNOWN
         # SentencePiece merges the highest-scoring pair first; HF BPE merges the lowest rank first
         score = -float(rank.get(text, 0 if len(text) == 1 else len(rank))) if rank is not None else 0.0
@@ -159,7 +157,7 @@ def llama3_rope_factors(config):
         else:
             smooth = (old_ctx / wavelen - low) / (high - low)
             factors.append(1 / ((1 - smooth) / factor + smooth))
-    return np.array(factors, dtype=np.float32)
+    return torch.tensor(factors, dtype=torch.float32)
 
 
 # --- tensors ---
@@ -189,10 +187,11 @@ def out_type(gguf_name, shape, wanted):
     return wanted
 
 
-def encode(array, qtype):
-    if qtype in NUMPY:
-        return array.astype(NUMPY[qtype])
-    return gguf.quants.quantize(array.astype(np.float32), qtype)
+def encode(tensor, qtype):
+    """torch tensor -> numpy data of the GGUF type (F16 straight from bf16/f32, exact as via f32)."""
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return tensor.to(torch.float16).numpy()
+    return gguf.quants.quantize(tensor.float().numpy(), qtype) if qtype not in NUMPY else tensor.float().numpy()
 
 
 def nbytes(shape, qtype):
@@ -201,7 +200,7 @@ def nbytes(shape, qtype):
 
 
 def write_streaming(path, arch, add_kv, plan, load):
-    """plan: [(gguf name, shape, qtype)]; load(i) returns the i-th tensor as float32 numpy."""
+    """plan: [(gguf name, shape, qtype)]; load(i) returns the i-th tensor (torch)."""
     writer = gguf.GGUFWriter(str(path), arch)
     add_kv(writer)
     for name, shape, qtype in plan:
@@ -258,7 +257,7 @@ def export_model(model_dir, output, outtype="f16", force=False):
         shard, hf_name = sources[i]
         if shard is None:
             return hf_name
-        return prepare(hf_name, shard.read(hf_name).float(), config).numpy()
+        return prepare(hf_name, shard.read(hf_name), config)
 
     with atomic_path(output, force) as tmp:
         write_streaming(tmp, "llama", lambda w: add_metadata(w, model_dir, config, file_type), plan, load)
@@ -299,7 +298,7 @@ def export_adapter(adapter_dir, base_dir, output, force=False):
         b = prepare(hf_name, b.float(), config)  # the rope permutation acts on output rows
         for suffix, t in ((".lora_a", a.float()), (".lora_b", b)):
             plan.append((name + suffix, tuple(t.shape), gguf.GGMLQuantizationType.F32))
-            arrays.append(t.numpy())
+            arrays.append(t)
 
     def add_kv(writer):
         writer.add_type(gguf.GGUFType.ADAPTER)
