@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from common.errors import InputError
-from common.io import Tally, write_jsonl
+from common.io import Tally, atomic_open
 
 SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
 
@@ -56,6 +56,8 @@ def text_field(record, key, file=None, line=None, required=True, numbers=False):
 
 def check_encodable(text, file=None, line=None, field=None):
     """Text that cannot be written as UTF-8 (a lone surrogate from a '\\ud83d' escape) raises InputError."""
+    if text.isascii():  # O(1), and ASCII is always encodable
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -72,17 +74,17 @@ def check_messages(messages, file=None, line=None, key="messages", allow_empty=F
     if not messages:
         raise invalid("empty conversation", "empty conversation", file, line, key)
     for i, message in enumerate(messages):
-        where = f"{key}[{i}]"
         if not isinstance(message, dict) or message.get("role") not in (SYSTEM, USER, ASSISTANT):
             raise invalid("bad message", "expected {'role': system|user|assistant, 'content': ...}",
-                          file, line, where)
+                          file, line, f"{key}[{i}]")
         content = message.get("content")
         if not isinstance(content, str):
             raise invalid("bad content", f"expected a string, got {type(content).__name__}",
-                          file, line, f"{where}.content")
-        check_encodable(content, file, line, f"{where}.content")
+                          file, line, f"{key}[{i}].content")
+        if not content.isascii():
+            check_encodable(content, file, line, f"{key}[{i}].content")
         if not allow_empty and not content.strip():
-            raise invalid("empty turn", "empty content", file, line, f"{where}.content")
+            raise invalid("empty turn", "empty content", file, line, f"{key}[{i}].content")
     start = 1 if messages[0]["role"] == SYSTEM else 0
     for i in range(start, len(messages)):
         expected = USER if (i - start) % 2 == 0 else ASSISTANT
@@ -136,12 +138,35 @@ def _parse_line(raw, path, number):
     except UnicodeDecodeError as err:
         raise invalid("invalid UTF-8", f"invalid UTF-8 at byte {err.start}", path, number) from None
     try:
-        record = json.loads(text)
+        record = _decode(text)
     except json.JSONDecodeError as err:
         raise invalid("invalid JSON", f"invalid JSON: {err.msg} (column {err.colno})", path, number) from None
     if not isinstance(record, dict):
         raise invalid("not a JSON object", f"expected a JSON object, got {type(record).__name__}", path, number)
     return record
+
+
+_decode = json.JSONDecoder().decode  # json.loads(text) without its per-call checks
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(record, ensure_ascii=False), made once
+WRITE_BATCH = 1000  # records joined into one write
+
+
+def write_records(path, records, force=False):
+    """common.io.write_jsonl, faster: the same bytes, written atomically, with one JSON encoder and one
+    write per WRITE_BATCH records. Returns how many were written."""
+    count = 0
+    with atomic_open(path, force) as fh:
+        batch = []
+        for record in records:
+            batch.append(_encode(record))
+            if len(batch) >= WRITE_BATCH:
+                fh.write("\n".join(batch) + "\n")
+                count += len(batch)
+                batch = []
+        if batch:
+            fh.write("\n".join(batch) + "\n")
+            count += len(batch)
+    return count
 
 
 def convert_jsonl(src, dst, convert, force=False, skip_invalid=False):
@@ -166,7 +191,7 @@ def convert_jsonl(src, dst, convert, force=False, skip_invalid=False):
         if not tally.kept:
             raise InputError(f"no records left to write (dropped: {dict(tally.dropped)})", src)
 
-    write_jsonl(dst, converted(), force)
+    write_records(dst, converted(), force)
     return tally
 
 

@@ -14,12 +14,16 @@ split into conversations where the gap between messages exceeds --gap-minutes; m
 messages of a side; the --persona (author name, nickname or id, any case) becomes "assistant",
 everyone else "user"; cut each conversation into windows of at most --max-turns turns that start
 with a user turn and end with a persona turn. Dropped messages are counted per reason.
+A JSON export is decoded one message at a time, so memory does not grow with its size.
 
   python -m data_tools.discord export.json --persona Vex -o train.jsonl [--system TEXT]
       [--gap-minutes 30] [--max-turns 8] [--format json|csv] [--force] [--skip-invalid]
 """
+import codecs
+import contextlib
 import csv
 import json
+import operator
 import re
 import sys
 from collections import namedtuple
@@ -27,8 +31,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import Tally, write_jsonl
-from data_tools._chat import ASSISTANT, USER, invalid, messages_record, parser
+from common.io import Tally
+from data_tools._chat import ASSISTANT, USER, invalid, messages_record, parser, write_records
 
 CHAT_TYPES = {"Default", "Reply"}
 CSV_COLUMNS = ("author", "timestamp", "content")
@@ -38,39 +42,212 @@ URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 SPACE_BEFORE_PUNCT = re.compile(r"[ \t]+([!?.,;]|:(?!\w))")
 LEADING_PUNCT = re.compile(r"^(?:[,;]|:(?=\s))\s*")  # what "<@1>, hi" leaves; keeps ":emoji:"
+SPACE_THEN_PUNCT = re.compile(r"[ \t][!?.,;:]")  # in every match of SPACE_BEFORE_PUNCT; much faster to search
+_GROUP1 = operator.itemgetter(1)
 
 # one message as read: names = (name, nickname, id) to match the persona against
 Raw = namedtuple("Raw", "line field names bot type timestamp content")
 Turn = namedtuple("Turn", "role texts count")
 
 
+def _may_need_removal(text):
+    """False when none of MENTION, CUSTOM_EMOJI, URL, EMAIL can match (most messages)."""
+    return "<" in text or "@" in text or "://" in text or "www." in text.lower()
+
+
 def clean(text):
     """Remove mentions, URLs and e-mail addresses; tidy the spaces they leave."""
-    text = CUSTOM_EMOJI.sub(r":\1:", MENTION.sub("", text))
-    text = EMAIL.sub("", URL.sub("", text))
-    lines = (" ".join(line.split()) for line in text.splitlines())
-    lines = (LEADING_PUNCT.sub("", SPACE_BEFORE_PUNCT.sub(r"\1", line)) for line in lines)
-    return "\n".join(line for line in lines if line).strip()
+    if _may_need_removal(text):
+        text = CUSTOM_EMOJI.sub(r":\1:", MENTION.sub("", text))
+        text = EMAIL.sub("", URL.sub("", text))
+    lines = []
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if SPACE_THEN_PUNCT.search(line):
+            line = SPACE_BEFORE_PUNCT.sub(_GROUP1, line)
+        if line and line[0] in ",;:":
+            line = LEADING_PUNCT.sub("", line)
+        if line:
+            lines.append(line)
+    return "\n".join(lines).strip()
+
+
+READ_BYTES = 1 << 16  # bytes read from a JSON export at a time
+_WS = re.compile(r"[ \t\n\r]*")
+_COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*")
+_DECODE = json.JSONDecoder().raw_decode
+_CUT_MARGIN = 16  # a decode error this close to the end of the buffer may just be a value cut by the chunk
+
+
+class _Window:
+    """A sliding window over a UTF-8 file decoded chunk by chunk: buf[pos:] is what is left to parse.
+
+    Knows the line and column of any position still in the window, for error messages.
+    """
+
+    def __init__(self, fh, path):
+        self.fh, self.path = fh, path
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.eof = "", 0, False
+        self.mark, self.mark_line = 0, 1  # buf[mark] is on line mark_line
+        self.col0 = 1  # column of buf[0]
+        self.bytes_read = 0
+        self.started = False  # decoded any text yet (a byte order mark is dropped from the first)
+
+    def line(self, p):
+        """Line number of buf[p] (p at or after the last position asked about)."""
+        self.mark_line += self.buf.count("\n", self.mark, p)
+        self.mark = p
+        return self.mark_line
+
+    def where(self, p):
+        """(line, column) of buf[p]."""
+        line = self.line(p) if p >= self.mark else self.mark_line - self.buf.count("\n", p, self.mark)
+        k = self.buf.rfind("\n", 0, p)
+        return line, (p - k if k >= 0 else self.col0 + p)
+
+    def fill(self, need=0):
+        """Drop the parsed part, read until at least `need` characters are left; False at the end of the file."""
+        if self.eof:
+            return False
+        drop = self.pos
+        self.line(drop)
+        k = self.buf.rfind("\n", 0, drop)
+        self.col0 = drop - k if k >= 0 else self.col0 + drop
+        pieces = [self.buf[drop:]]
+        size = len(pieces[0])
+        self.mark, self.pos = 0, 0
+        while True:
+            text = self._read(pieces)
+            pieces.append(text)
+            size += len(text)
+            if self.eof or size >= need:
+                break
+        self.buf = "".join(pieces)
+        return True
+
+    def _read(self, pieces):
+        """Read and decode the next chunk; pieces: the text decoded since buf[mark] (on line mark_line)."""
+        raw = self.fh.read(READ_BYTES)
+        self.eof = not raw
+        pending = self.decoder.getstate()[0]
+        try:
+            text = self.decoder.decode(raw, final=self.eof)
+        except UnicodeDecodeError as err:
+            line = self.mark_line + sum(p.count("\n") for p in pieces) + (pending + raw).count(b"\n", 0, err.start)
+            offset = self.bytes_read - len(pending) + err.start
+            raise invalid("invalid UTF-8", f"invalid UTF-8 at byte {offset}", self.path, line) from None
+        if text and not self.started:
+            self.started = True
+            if text[0] == "\ufeff":
+                text = text[1:]  # a byte order mark, as utf-8-sig would drop it
+        self.bytes_read += len(raw)
+        return text
+
+    def peek(self):
+        """Skip whitespace; the next character, or "" at the end of the file."""
+        while True:
+            self.pos = _WS.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.fill():
+                return ""
+
+    def value(self):
+        """Decode the JSON value at pos, reading more of the file while it is cut off by the window."""
+        while True:
+            try:
+                value, end = _DECODE(self.buf, self.pos)
+                if end < len(self.buf) or self.eof:  # a number at the very end may go on in the next chunk
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError as err:
+                cut = err.msg.startswith("Unterminated string") or err.pos >= len(self.buf) - _CUT_MARGIN
+                if self.eof or not cut:
+                    raise self.error(err.msg, err.pos) from None
+            self.fill(max(READ_BYTES, 2 * (len(self.buf) - self.pos)))
+
+    def expect(self, char, message):
+        if self.peek() != char:
+            raise self.error(message, self.pos)
+        self.pos += 1
+
+    def error(self, message, p):
+        line, column = self.where(p)
+        return invalid("invalid JSON", f"invalid JSON: {message} (column {column})", self.path, line)
+
+
+def _json_messages(path):
+    """Yield (index, line, message) for each element of the top-level "messages" array of a JSON file,
+    decoding one element at a time; the other top-level values are checked and skipped."""
+    with open(path, "rb") as fh:
+        win = _Window(fh, path)
+        char = win.peek()
+        if char != "{":
+            if char and char in '["-0123456789tfn':
+                raise InputError("not a DiscordChatExporter JSON export: expected a JSON object with a "
+                                 "'messages' list", path, None, "messages")
+            raise win.error("Expecting value", win.pos)
+        win.pos += 1
+        found = False
+        char = win.peek()
+        while char != "}":
+            if char != '"':
+                raise win.error("Expecting property name enclosed in double quotes", win.pos)
+            key = win.value()
+            win.expect(":", "Expecting ':' delimiter")
+            char = win.peek()
+            if key == "messages":
+                if char != "[":
+                    raise InputError("not a DiscordChatExporter JSON export: no 'messages' list", path,
+                                     win.line(win.pos), "messages")
+                found = True
+                win.pos += 1
+                index = 0
+                char = win.peek()
+                while char != "]":
+                    line = win.line(win.pos)
+                    yield index, line, win.value()
+                    index += 1
+                    sep = _COMMA.match(win.buf, win.pos)  # the usual case: a comma, then the next message
+                    if sep and sep.end() < len(win.buf) and win.buf[sep.end()] != "]":
+                        win.pos = sep.end()
+                        continue
+                    char = win.peek()
+                    if char == ",":
+                        win.pos += 1
+                        char = win.peek()
+                        if char == "]":
+                            raise win.error("Expecting value", win.pos)
+                    elif char != "]":
+                        raise win.error("Expecting ',' delimiter", win.pos)
+                win.pos += 1
+            else:
+                win.value()
+            char = win.peek()
+            if char == ",":
+                win.pos += 1
+                char = win.peek()
+                if char == "}":
+                    raise win.error("Expecting property name enclosed in double quotes", win.pos)
+            elif char != "}":
+                raise win.error("Expecting ',' delimiter", win.pos)
+        win.pos += 1
+        if win.peek():
+            raise win.error("Extra data", win.pos)
+    if not found:
+        raise InputError("not a DiscordChatExporter JSON export: no 'messages' list", path, None, "messages")
 
 
 def read_json(path):
-    """Yield a Raw per message of a DiscordChatExporter JSON export (loaded whole; processed as a stream)."""
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            data = json.load(fh)
-    except UnicodeDecodeError as err:
-        raise InputError(f"invalid UTF-8 at byte {err.start}", path) from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg} (column {err.colno})", path, err.lineno) from None
-    messages = data.get("messages") if isinstance(data, dict) else None
-    if not isinstance(messages, list):
-        raise InputError("not a DiscordChatExporter JSON export: no 'messages' list", path, None, "messages")
-    for i, message in enumerate(messages):
+    """Yield a Raw per message of a DiscordChatExporter JSON export, decoding one message at a time
+    (memory does not grow with the export). Raw.line is the line the message starts on."""
+    for i, line, message in _json_messages(path):
         author = message.get("author") if isinstance(message, dict) else None
         if not isinstance(author, dict):  # reported (or skipped) by conversations()
-            yield Raw(None, f"messages[{i}]", None, False, "Default", None, None)
+            yield Raw(line, f"messages[{i}]", None, False, "Default", None, None)
             continue
-        yield Raw(None, f"messages[{i}]", (author.get("name"), author.get("nickname"), author.get("id")),
+        yield Raw(line, f"messages[{i}]", (author.get("name"), author.get("nickname"), author.get("id")),
                   bool(author.get("isBot")), message.get("type", "Default"), message.get("timestamp"),
                   message.get("content"))
 
@@ -106,29 +283,31 @@ def _timestamp(raw, path):
 def conversations(raws, path, persona, gap, tally, skip_invalid):
     """Yield each conversation as a list of alternating Turns; count dropped messages in tally."""
     persona = persona.lower()
+    roles = {}  # (name, nickname, id) -> role, so that each author is matched once
     turns, last = [], None
     for raw in raws:
+        line, field, names, bot, kind, timestamp, content = raw
         try:
-            if raw.names is None:
+            if names is None:
                 raise invalid("invalid message", "expected a message object with an 'author' object", path,
-                              None, f"{raw.field}.author")
-            if raw.bot:
+                              line, f"{field}.author")
+            if bot:
                 tally.drop("bot")
                 continue
-            if raw.type not in CHAT_TYPES:
+            if kind not in CHAT_TYPES:
                 tally.drop("system message")
                 continue
-            if not isinstance(raw.content, str):
-                raise invalid("invalid message", "expected a string", path, raw.line,
-                              f"{raw.field}.content" if raw.field else "content")
-            text = clean(raw.content)
+            if not isinstance(content, str):
+                raise invalid("invalid message", "expected a string", path, line,
+                              f"{field}.content" if field else "content")
+            text = clean(content)
             if not text:
                 tally.drop("empty after cleaning")
                 continue
             when = _timestamp(raw, path)
             if last and when < last:
-                raise invalid("timestamp out of order", f"{raw.timestamp} is earlier than the message before it",
-                              path, raw.line, f"{raw.field}.timestamp" if raw.field else "timestamp")
+                raise invalid("timestamp out of order", f"{timestamp} is earlier than the message before it",
+                              path, line, f"{field}.timestamp" if field else "timestamp")
         except InputError as err:
             if not skip_invalid:
                 raise
@@ -138,9 +317,17 @@ def conversations(raws, path, persona, gap, tally, skip_invalid):
             yield turns
             turns = []
         last = when
-        role = ASSISTANT if persona in {str(n).lower() for n in raw.names if n} else USER
+        try:
+            role = roles[names]
+        except (KeyError, TypeError):  # TypeError: a name that is not hashable (not a string)
+            role = ASSISTANT if persona in {str(n).lower() for n in names if n} else USER
+            if len(roles) < 100_000:
+                with contextlib.suppress(TypeError):
+                    roles[names] = role
         if turns and turns[-1].role == role:
-            turns[-1] = Turn(role, turns[-1].texts + [text], turns[-1].count + 1)
+            previous = turns[-1]
+            previous.texts.append(text)
+            turns[-1] = Turn(role, previous.texts, previous.count + 1)
         else:
             turns.append(Turn(role, [text], 1))
     if turns:
@@ -190,7 +377,7 @@ def convert(src, dst, persona, system=None, gap_minutes=30.0, max_turns=8, fmt=N
             raise InputError(f"no persona windows: is {persona!r} an author here? "
                              f"(dropped messages: {dict(tally.dropped)})", path)
 
-    written = write_jsonl(dst, records(), force)
+    written = write_records(dst, records(), force)
     return tally, written
 
 
