@@ -123,9 +123,10 @@ def run(out, force=False, max_steps=None):
         shutil.rmtree(out)
     out.mkdir(parents=True)
     base = local_model(EMBEDDED)
-    steps = Steps(8)
+    steps = Steps(9)
     train_file = steps("prepare data with data_tools.qa", prepare, out)
     adapter = steps("train recipes/quickstart/lora-135m.yml with Axolotl on CPU", train, out, train_file, max_steps)
+    steps("draw the training curves (eval.curves)", curves, adapter, out / "curves")
     merged = out / "merged"
     steps("merge the adapter (deploy.merge, verified against PEFT)", merge_adapter, base, adapter, merged)
     report = steps("evaluate base vs tuned on held-out questions", evaluate, base, merged, out)
@@ -134,14 +135,29 @@ def run(out, force=False, max_steps=None):
     answer = steps("answer a held-out question through llama.cpp", llama_cpp_answer, gguf_path, probe)
     model_file = steps("write an Ollama Modelfile", modelfile, out, gguf_path, merged)
     serve = steps("write the vLLM serve commands", vllm_command, out, merged, adapter)
-    artifacts = {"data": out / "data", "adapter": adapter, "merged model": merged,
+    artifacts = {"data": out / "data", "adapter": adapter, "loss curve": out / "curves" / "loss.png",
+                 "merged model": merged,
                  "eval report": out / "eval.json", "GGUF": gguf_path, "Modelfile": model_file,
                  "vLLM (merged)": serve[0], "vLLM (LoRA)": serve[1]}
     text = summary_table(report, steps.times, probe, answer, artifacts)
     (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(f"# Quickstart run\n\n```\n{text}\n```\n\n![training loss](curves/loss.png)\n",
+                                    encoding="utf-8")
     print("\n" + text)
-    print("\nvLLM serve command (GPU machine):\n  " + serve[0].read_text().strip().splitlines()[-1])
+    command = [line for line in serve[1].read_text().splitlines() if line and not line.startswith(("#", "set "))]
+    print("\nvLLM multi-LoRA serve command (GPU machine; also in serve-lora.sh):\n" + "\n".join(command))
     return report, answer
+
+
+def curves(adapter, target):
+    import contextlib
+    import io
+
+    from eval import curves as draw
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        draw.main([str(adapter), "--out", str(target), "--title", "quickstart"])
+    return target / "loss.png"
 
 
 def merge_adapter(base, adapter, merged):
