@@ -1,0 +1,650 @@
+"""Check recipes offline, before any GPU time is spent on them.
+
+For each recipe (default: every recipes/**/*.yml):
+  - keys: every key is one Axolotl 0.19 knows (top level, datasets[], fsdp_config, special_tokens);
+    a typo is an error, with the closest known key;
+  - Axolotl's own validation (axolotl.utils.config.validate_config, as `axolotl train` runs it on a
+    single bf16-capable GPU, or 4 GPUs for DeepSpeed/FSDP recipes), then normalize_config and
+    load_tokenizer with the base model replaced by its local stand-in (common.models.stand_in_for);
+  - data: the dataset files exist (paths relative to the repo root) and their first records match
+    the declared `type` and field mappings (chat_template: field_messages, role/content mappings,
+    known roles, roles_to_train present; alpaca: instruction/output); the chat template resolves
+    and renders every message of the first record; Axolotl's own prompt strategy tokenizes the
+    records with trained (unmasked) tokens; records longer than sequence_len are reported;
+  - vLLM can serve the adapter: lora/qlora, no modules_to_save, no DoRA, lora_r in vLLM's ranks,
+    LoRA only on Llama projections vLLM replaces, no added tokens (special_tokens: only a pad token
+    that is already in the vocabulary);
+  - DeepSpeed JSON / FSDP settings: referenced files exist and parse; FSDP is version 2 and any
+    accelerate config next to the recipe (accelerate/*.yaml) agrees with the recipe's fsdp_config;
+  - repo conventions: output_dir and dataset_prepared_path under outputs/.
+QLoRA recipes get a warning: merge the adapter into the unquantized (16-bit) base.
+
+  python -m scripts.check_recipes [RECIPE ...] [--quiet | --verbose]
+
+Prints one line per problem ('file:line: field 'key': message'); exit 1 if any recipe has an error.
+"""
+import argparse
+import contextlib
+import copy
+import difflib
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from common import ROOT, offline_defaults
+from common.errors import InputError, cli
+from common.io import read_jsonl
+from common.models import stand_in_for
+
+VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# what `axolotl train` would see on one H100 (multi-GPU recipes: 4 of them)
+GPU_CAPABILITIES = {"bf16": True, "fp8": False, "tf32": True, "compute_capability": "sm_90"}
+MULTI_GPU = 4
+FIRST_RECORDS = 5            # records checked field by field
+TOKENIZED_RECORDS = 2000     # records run through Axolotl's prompt strategy (length / masking)
+# Axolotl's default role names for chat_template datasets (prompt_strategies/chat_template.py)
+AXOLOTL_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "gpt": "assistant",
+                 "system": "system", "tool": "tool"}
+# keys whose value must match between a recipe's fsdp_config and an accelerate FSDP config
+FSDP_SHARED = ("auto_wrap_policy", "transformer_layer_cls_to_wrap", "reshard_after_forward",
+               "activation_checkpointing", "cpu_ram_efficient_loading", "offload_params",
+               "state_dict_type")
+
+
+@dataclass
+class Report:
+    recipe: Path
+    errors: list = field(default_factory=list)     # InputError
+    warnings: list = field(default_factory=list)   # InputError (printed as warnings)
+    notes: list = field(default_factory=list)      # str: Axolotl's own warnings, informational
+
+    @property
+    def ok(self):
+        return not self.errors
+
+
+class _Checker:
+    """Collects errors/warnings for one recipe, naming its file, the key and the key's line."""
+
+    def __init__(self, recipe, report, lines):
+        self.recipe, self.report, self.lines = recipe, report, lines
+
+    def _line(self, key):
+        """Line of the key, else of its closest parent (datasets[0].roles -> datasets[0])."""
+        probe = key
+        while probe:
+            if probe in self.lines:
+                return self.lines[probe]
+            probe = probe.rpartition(".")[0] or (probe.rpartition("[")[0] if "[" in probe else "")
+        return None
+
+    def error(self, key, message):
+        self.report.errors.append(InputError(message, self.recipe, self._line(key), key))
+
+    def warn(self, key, message):
+        self.report.warnings.append(InputError(message, self.recipe, self._line(key), key))
+
+
+def _key_lines(text):
+    """Dotted key path -> 1-based line, for top-level keys and one level below (datasets[0].type)."""
+    lines = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key_node, value in root.value:
+        key = key_node.value
+        lines[key] = key_node.start_mark.line + 1
+        if isinstance(value, yaml.MappingNode):
+            for sub_key, _ in value.value:
+                lines[f"{key}.{sub_key.value}"] = sub_key.start_mark.line + 1
+        elif isinstance(value, yaml.SequenceNode):
+            for i, item in enumerate(value.value):
+                lines[f"{key}[{i}]"] = item.start_mark.line + 1
+                if isinstance(item, yaml.MappingNode):
+                    for sub_key, sub_value in item.value:
+                        lines[f"{key}[{i}].{sub_key.value}"] = sub_key.start_mark.line + 1
+                        if isinstance(sub_value, yaml.MappingNode):
+                            for leaf, _ in sub_value.value:
+                                lines[f"{key}[{i}].{sub_key.value}.{leaf.value}"] = leaf.start_mark.line + 1
+    return lines
+
+
+def _field_names(model_cls):
+    names = set()
+    for name, info in model_cls.model_fields.items():
+        names.add(name)
+        if info.alias:
+            names.add(info.alias)
+        alias = info.validation_alias
+        for choice in getattr(alias, "choices", None) or ([alias] if isinstance(alias, str) else []):
+            if isinstance(choice, str):
+                names.add(choice)
+    return names
+
+
+@lru_cache(maxsize=None)
+def _schemas():
+    offline_defaults()
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+    from axolotl.utils.schemas.datasets import SFTDataset
+    from axolotl.utils.schemas.fsdp import FSDPConfig
+    from axolotl.utils.schemas.model import SpecialTokensConfig
+
+    return {"": _field_names(AxolotlInputConfig), "datasets": _field_names(SFTDataset),
+            "fsdp_config": _field_names(FSDPConfig), "special_tokens": _field_names(SpecialTokensConfig),
+            "deprecated": {n: f.deprecated for n, f in AxolotlInputConfig.model_fields.items() if f.deprecated}}
+
+
+def _unknown(key, known, prefix_ok=None):
+    return not (key in known or (prefix_ok and key.startswith(prefix_ok) and key[len(prefix_ok):] in known))
+
+
+def _check_keys(check, cfg):
+    schemas = _schemas()
+    if cfg.get("plugins"):
+        check.warn("plugins", "plugins add their own keys: unknown-key check skipped")
+        return
+    for key in cfg:
+        if _unknown(key, schemas[""]):
+            hint = difflib.get_close_matches(key, schemas[""], n=1)
+            check.error(key, "unknown Axolotl key" + (f"; did you mean '{hint[0]}'?" if hint else ""))
+        elif key in schemas["deprecated"]:
+            check.warn(key, f"deprecated in Axolotl 0.19: {schemas['deprecated'][key]}")
+    for i, ds in enumerate(cfg.get("datasets") or []):
+        if not isinstance(ds, dict):
+            check.error(f"datasets[{i}]", "expected a mapping (path, type, ...)")
+            continue
+        for key in ds:
+            if _unknown(key, schemas["datasets"]):
+                hint = difflib.get_close_matches(key, schemas["datasets"], n=1)
+                check.error(f"datasets[{i}].{key}", "unknown dataset key"
+                            + (f"; did you mean '{hint[0]}'?" if hint else ""))
+    for section in ("fsdp_config", "special_tokens"):
+        value = cfg.get(section)
+        if isinstance(value, dict):
+            for key in value:
+                if _unknown(key, schemas[section], "fsdp_" if section == "fsdp_config" else None):
+                    hint = difflib.get_close_matches(key, schemas[section], n=1)
+                    check.error(f"{section}.{key}", f"unknown {section} key"
+                                + (f"; did you mean '{hint[0]}'?" if hint else ""))
+
+
+def _repo_path(value):
+    path = Path(str(value))
+    return path if path.is_absolute() else ROOT / path
+
+
+def _check_conventions(check, cfg):
+    for key in ("output_dir", "dataset_prepared_path"):
+        value = cfg.get(key)
+        if value is None:
+            if key == "output_dir":
+                check.error(key, "missing (repo convention: outputs/<recipe>/...)")
+            continue
+        parts = Path(str(value)).parts
+        if Path(str(value)).is_absolute() or not parts or parts[0] != "outputs":
+            check.error(key, f"{value!r}: repo convention is a path under outputs/ (relative to the repo root)")
+
+
+def _check_vllm(check, cfg):
+    """The adapter must be servable by vLLM as a LoRA module (deploy.vllm check applies the same rules)."""
+    adapter = cfg.get("adapter")
+    if adapter not in ("lora", "qlora"):
+        check.error("adapter", f"{adapter!r}: recipes train LoRA adapters (lora or qlora) that vLLM can serve")
+    if cfg.get("lora_modules_to_save"):
+        check.error("lora_modules_to_save", "vLLM cannot serve adapters with modules_to_save; "
+                    "remove it (and any new tokens that made it necessary)")
+    rank = cfg.get("lora_r")
+    if rank is None:
+        check.error("lora_r", "missing")
+    elif not isinstance(rank, int) or rank not in VLLM_RANKS:
+        check.error("lora_r", f"{rank!r} is not a rank vLLM serves (allowed: "
+                    f"{', '.join(map(str, VLLM_RANKS))})")
+    if cfg.get("peft_use_dora"):
+        check.error("peft_use_dora", "vLLM cannot serve DoRA adapters")
+    if cfg.get("lora_target_linear"):
+        check.warn("lora_target_linear", "targets every linear layer; vLLM serves only "
+                   f"{', '.join(VLLM_LLAMA_MODULES)} (list lora_target_modules instead)")
+    targets = cfg.get("lora_target_modules")
+    if isinstance(targets, str):
+        targets = [targets]
+    if not targets and not cfg.get("lora_target_linear"):
+        check.error("lora_target_modules", "missing: list the projections to adapt")
+    for module in targets or []:
+        if module not in VLLM_LLAMA_MODULES:
+            check.error("lora_target_modules", f"{module!r}: vLLM serves LoRA only on "
+                        f"{', '.join(VLLM_LLAMA_MODULES)} for Llama models")
+    for key in ("tokens", "added_tokens_overrides"):
+        if cfg.get(key):
+            check.error(key, "new tokens grow the vocabulary: vLLM cannot serve such an adapter")
+    special = cfg.get("special_tokens") or {}
+    if isinstance(special, dict):
+        for key in special:
+            if key != "pad_token":
+                check.error(f"special_tokens.{key}", "only pad_token may be set (to a token already in "
+                            "the vocabulary); other special tokens change what the model is served with")
+    if cfg.get("lora_bias") not in (None, "none", False):
+        check.error("lora_bias", "vLLM serves only adapters without bias")
+
+
+def _check_distributed(check, recipe, cfg):
+    ds = cfg.get("deepspeed")
+    if ds is not None:
+        path = _repo_path(ds)
+        if not isinstance(ds, str):
+            check.error("deepspeed", "expected a path to a DeepSpeed JSON file")
+        elif not path.is_file():
+            check.error("deepspeed", f"{ds}: no such file (paths are relative to the repo root)")
+        else:
+            try:
+                ds_cfg = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                check.error("deepspeed", f"{ds}: invalid JSON: {err.msg} (line {err.lineno})")
+            else:
+                stage = (ds_cfg.get("zero_optimization") or {}).get("stage")
+                if stage not in (0, 1, 2, 3):
+                    check.error("deepspeed", f"{ds}: zero_optimization.stage must be 0-3, got {stage!r}")
+                if cfg.get("load_in_4bit") and stage == 3:
+                    check.warn("deepspeed", "QLoRA with ZeRO-3 needs bnb_4bit_quant_storage matching the "
+                               "compute dtype (Axolotl sets it); prefer FSDP2 for sharded QLoRA")
+        if cfg.get("fsdp_config") or cfg.get("fsdp"):
+            check.error("deepspeed", "DeepSpeed and FSDP are mutually exclusive")
+    fsdp = cfg.get("fsdp_config")
+    if cfg.get("fsdp"):
+        check.error("fsdp", "the `fsdp:` list is deprecated; use fsdp_version: 2 and fsdp_config")
+    if fsdp is not None:
+        if not isinstance(fsdp, dict):
+            check.error("fsdp_config", "expected a mapping")
+            return
+        version = cfg.get("fsdp_version", fsdp.get("fsdp_version", fsdp.get("version")))
+        if str(version) != "2":
+            check.error("fsdp_version", f"{version!r}: Axolotl 0.19 deprecates FSDP1; set fsdp_version: 2")
+        if cfg.get("gradient_checkpointing") and fsdp.get("activation_checkpointing"):
+            check.warn("gradient_checkpointing", "with FSDP use fsdp_config.activation_checkpointing alone")
+        mine = {k.removeprefix("fsdp_"): v for k, v in fsdp.items()}
+        for acc_path in sorted((Path(recipe).parent / "accelerate").glob("*.y*ml")):
+            _check_accelerate(check, acc_path, mine)
+
+
+def _check_accelerate(check, acc_path, recipe_fsdp):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    try:
+        acc = ClusterConfig.from_yaml_file(acc_path)
+    except Exception as err:  # accelerate raises ValueError/TypeError for bad files
+        check.error("fsdp_config", f"{acc_path.relative_to(ROOT) if acc_path.is_relative_to(ROOT) else acc_path}: "
+                    f"accelerate cannot read it: {err}")
+        return
+    if str(acc.distributed_type) not in ("FSDP", "DistributedType.FSDP"):
+        return
+    theirs = {k.removeprefix("fsdp_"): v for k, v in (acc.fsdp_config or {}).items()}
+    if str(theirs.get("version")) != "2":
+        check.error("fsdp_config", f"{acc_path.name}: fsdp_version must be 2, got {theirs.get('version')!r}")
+    for key in FSDP_SHARED:
+        if key in recipe_fsdp and key in theirs and recipe_fsdp[key] != theirs[key]:
+            check.error(f"fsdp_config.{key}", f"{recipe_fsdp[key]!r} here but {theirs[key]!r} in "
+                        f"{acc_path.name}; the two launch paths must agree")
+
+
+@contextlib.contextmanager
+def _capture_axolotl_log(notes):
+    """Keep Axolotl's console quiet; its warnings become notes of the report."""
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.WARNING:
+                message = record.getMessage().strip()
+                if message and message not in notes:
+                    notes.append(message)
+
+    logger = logging.getLogger("axolotl")
+    saved = (logger.handlers[:], logger.propagate)
+    logger.handlers[:] = [Capture()]
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.propagate = saved
+
+
+def _validation_message(err):
+    """Short text for a pydantic ValidationError (field, message) pairs, else str(err)."""
+    try:
+        items = err.errors()
+    except AttributeError:
+        return [(None, str(err).strip().splitlines()[-1] if str(err).strip() else repr(err))]
+    out = []
+    for item in items:
+        loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in item.get("loc", ()))
+        out.append((loc.replace(".[", "[") or None, item.get("msg", "invalid")))
+    return out
+
+
+def _axolotl(check, cfg, multi_gpu):
+    """Axolotl's validate_config; then normalize_config + load_tokenizer on the stand-in. Returns (cfg, tokenizer)."""
+    offline_defaults()
+    from axolotl.utils.config import normalize_cfg_datasets, normalize_config, validate_config
+    from axolotl.utils.dict import DictDefault
+
+    import torch
+
+    from axolotl.utils.schemas.datasets import SFTDataset
+
+    capabilities = {**GPU_CAPABILITIES, "n_gpu": MULTI_GPU if multi_gpu else 1}
+    env = {"torch_version": str(torch.__version__).split("+", 1)[0]}
+    with _capture_axolotl_log(check.report.notes):
+        bad_dataset = False
+        for i, ds in enumerate(cfg.get("datasets") or []):
+            try:   # validate_config checks each dataset on its own first; name the entry in the error
+                SFTDataset(**ds)
+            except Exception as err:
+                bad_dataset = True
+                for key, message in _validation_message(err):
+                    check.error(f"datasets[{i}]" + (f".{key}" if key else ""), f"Axolotl rejects the dataset: {message}")
+        if bad_dataset:
+            return None, None
+        try:
+            valid = validate_config(DictDefault(copy.deepcopy(cfg)), capabilities=capabilities,
+                                    env_capabilities=env)
+        except Exception as err:  # pydantic ValidationError or ValueError from a validator
+            for key, message in _validation_message(err):
+                check.error(key, f"Axolotl rejects the config: {message}")
+            return None, None
+        local = stand_in_for(cfg.get("base_model", ""))
+        if local is None and _repo_path(cfg.get("base_model", "")).is_dir():
+            local = _repo_path(cfg["base_model"])
+        if local is None or not (Path(local) / "config.json").exists():
+            check.error("base_model", f"no local stand-in for {cfg.get('base_model')!r} "
+                        "(common/models.py; run scripts/setup.sh to build them)")
+            return valid, None
+        valid.base_model = str(local)
+        valid.base_model_config = None
+        valid.tokenizer_config = None
+        if isinstance(valid.deepspeed, str):
+            valid.deepspeed = str(_repo_path(valid.deepspeed))
+        try:
+            normalize_config(valid)
+            normalize_cfg_datasets(valid)
+            from axolotl.loaders.tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(valid)
+        except Exception as err:
+            check.error("base_model", f"Axolotl cannot set up the model/tokenizer from the stand-in "
+                        f"{local}: {type(err).__name__}: {err}")
+            return valid, None
+    plain = _plain_tokenizer(str(local))
+    if len(tokenizer) != len(plain):
+        check.error("special_tokens", f"the recipe adds {len(tokenizer) - len(plain)} token(s) to the "
+                    "vocabulary; vLLM cannot serve such an adapter")
+    pad = (cfg.get("special_tokens") or {}).get("pad_token")
+    if pad is not None and pad not in plain.get_vocab():
+        check.error("special_tokens.pad_token", f"{pad!r} is not in the base vocabulary")
+    return valid, tokenizer
+
+
+@lru_cache(maxsize=None)
+def _plain_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _check_records(check, i, ds, records, data_path):
+    """First records vs the dataset's declared type and field mappings."""
+    kind = str(ds.get("type", ""))
+    key = f"datasets[{i}]"
+    base = kind.split(":")[0]
+    if base == "chat_template":
+        field_messages = ds.get("field_messages") or "messages"
+        mappings = dict(ds.get("message_property_mappings") or {})
+        mappings.setdefault("role", ds.get("message_field_role") or "role")
+        mappings.setdefault("content", ds.get("message_field_content") or "content")
+        roles = ds.get("roles")
+        known = ({src: dst for dst, srcs in roles.items() for src in srcs} if isinstance(roles, dict)
+                 else AXOLOTL_ROLES)
+        seen = set()
+        for line, record in records[:FIRST_RECORDS]:
+            where = f"{data_path}:{line}"
+            if field_messages not in record:
+                check.error(f"{key}.field_messages", f"{field_messages!r} not found in {where} "
+                            f"(record keys: {', '.join(record) or 'none'})")
+                return
+            turns = record[field_messages]
+            if not isinstance(turns, list) or not turns:
+                check.error(f"{key}.field_messages", f"{where}: {field_messages!r} must be a non-empty list")
+                return
+            for n, turn in enumerate(turns):
+                if not isinstance(turn, dict):
+                    check.error(f"{key}.field_messages", f"{where}: {field_messages}[{n}] is not an object")
+                    return
+                for prop in ("role", "content"):
+                    if mappings[prop] not in turn:
+                        check.error(f"{key}.message_property_mappings.{prop}",
+                                    f"messages have no {mappings[prop]!r} property in {where} "
+                                    f"(message keys: {', '.join(turn) or 'none'})")
+                        return
+                role = turn[mappings["role"]]
+                if role not in known:
+                    check.error(f"{key}.roles", f"role {role!r} in {where} is not mapped "
+                                f"(known: {', '.join(sorted(known))})")
+                    return
+                seen.add(known[role])
+        wanted = ds.get("roles_to_train") or ["assistant"]
+        mapped = {known.get(r, r) for r in wanted}
+        if not mapped & seen:
+            check.error(f"{key}.roles_to_train", f"{wanted} never occurs in {data_path} "
+                        f"(roles found: {', '.join(sorted(seen))}): nothing would be trained")
+    elif base == "alpaca":
+        for line, record in records[:FIRST_RECORDS]:
+            where = f"{data_path}:{line}"
+            for prop, default in (("instruction", "instruction"), ("output", "output")):
+                name = ds.get(f"field_{prop}") or default
+                if not isinstance(record.get(name), str) or not record[name].strip():
+                    check.error(f"{key}.type", f"alpaca records need a non-empty string {name!r}; "
+                                f"{where} has keys {', '.join(record) or 'none'}")
+                    return
+            name = ds.get("field_input") or "input"
+            if name in record and not isinstance(record[name], str):
+                check.error(f"{key}.type", f"{where}: {name!r} must be a string")
+                return
+    else:
+        check.warn(f"{key}.type", f"{kind!r}: field mappings not checked here (Axolotl's tokenization still runs)")
+
+
+def _render_chat(check, i, ds, valid_cfg, tokenizer, record, data_path, line):
+    """The chat template resolves and renders every message of one record."""
+    from axolotl.utils.chat_templates import get_chat_template_from_config
+
+    key = f"datasets[{i}]"
+    try:
+        template = get_chat_template_from_config(cfg=valid_cfg, ds_cfg=dict(ds), tokenizer=tokenizer)
+    except Exception as err:
+        check.error("chat_template", f"does not resolve: {err}")
+        return
+    field_messages = ds.get("field_messages") or "messages"
+    mappings = dict(ds.get("message_property_mappings") or {"role": "role", "content": "content"})
+    roles = ds.get("roles")
+    known = {s: d for d, ss in roles.items() for s in ss} if isinstance(roles, dict) else AXOLOTL_ROLES
+    messages = [{"role": known.get(t[mappings["role"]], t[mappings["role"]]),
+                 "content": t[mappings["content"]]} for t in record[field_messages]]
+    try:
+        text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+    except Exception as err:
+        check.error("chat_template", f"fails to render {data_path}:{line}: {err}")
+        return
+    for m in messages:
+        if str(m["content"]).strip() not in text:
+            check.error(f"{key}.roles", f"the chat template drops a {m['role']!r} message of {data_path}:{line}")
+            return
+
+
+def _tokenize(check, i, ds, valid_cfg, tokenizer, records, data_path):
+    """Axolotl's own prompt strategy on the records: trained tokens exist, lengths fit."""
+    import datasets
+    from axolotl.utils.data.wrappers import get_dataset_wrapper
+
+    key = f"datasets[{i}]"
+    rows = [r for _, r in records[:TOKENIZED_RECORDS]]
+    kind = str(ds.get("type"))
+    base, _, style = kind.partition(":")
+    ds_cfg = valid_cfg.datasets[i]
+    valid_cfg.dataset_num_proc = 1   # a few records: worker processes would cost more than they save
+    try:
+        with _capture_axolotl_log(check.report.notes), _quiet_datasets():
+            wrapped, _ = get_dataset_wrapper(ds_cfg, tokenizer, valid_cfg, base, datasets.Dataset.from_list(rows),
+                                             style or None)
+            tokenized = list(wrapped)
+    except Exception as err:
+        check.error(f"{key}.type", f"Axolotl cannot tokenize {data_path} as {kind!r}: {type(err).__name__}: {err}")
+        return
+    untrained = [n for n, ex in enumerate(tokenized, 1) if not any(l != -100 for l in ex["labels"])]
+    too_long = [n for n, ex in enumerate(tokenized, 1) if len(ex["input_ids"]) > (valid_cfg.sequence_len or 2048)]
+    if untrained:
+        (check.error if len(untrained) == len(tokenized) else check.warn)(
+            f"{key}.roles_to_train" if base == "chat_template" else "train_on_inputs",
+            f"{len(untrained)} of {len(tokenized)} records of {data_path} have no trained token "
+            f"(first: record {untrained[0]})")
+    if too_long:
+        check.warn("sequence_len", f"{len(too_long)} of {len(tokenized)} records of {data_path} are longer "
+                   f"than {valid_cfg.sequence_len} tokens; Axolotl drops them (first: record {too_long[0]})")
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    import datasets
+
+    was = datasets.utils.logging.get_verbosity()
+    progress = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        datasets.utils.logging.set_verbosity(was)
+        if progress:
+            datasets.utils.logging.enable_progress_bar()
+
+
+def check_recipe(recipe):
+    """Check one recipe; returns a Report (errors, warnings, notes)."""
+    recipe = Path(recipe)
+    shown = recipe.relative_to(ROOT) if recipe.resolve().is_relative_to(ROOT) and recipe.is_absolute() else recipe
+    report = Report(shown)
+    if not recipe.exists():
+        raise FileNotFoundError(f"{recipe}: no such recipe")
+    text = recipe.read_text(encoding="utf-8")
+    check = _Checker(shown, report, _key_lines(text))
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        report.errors.append(InputError(f"invalid YAML: {getattr(err, 'problem', err)}", shown,
+                                        mark.line + 1 if mark else None))
+        return report
+    if not isinstance(cfg, dict):
+        report.errors.append(InputError("a recipe must be a YAML mapping", shown))
+        return report
+    for required in ("base_model", "datasets"):
+        if required not in cfg:
+            check.error(required, "missing")
+    if report.errors:
+        return report
+
+    _check_keys(check, cfg)
+    _check_conventions(check, cfg)
+    _check_vllm(check, cfg)
+    _check_distributed(check, recipe, cfg)
+    if cfg.get("adapter") == "qlora" or cfg.get("load_in_4bit"):
+        check.warn("adapter", "QLoRA: merge the adapter into the unquantized 16-bit base "
+                   "(python -m deploy.merge --base <16-bit model dir>), never into the 4-bit one")
+
+    data = []
+    for i, ds in enumerate(cfg.get("datasets") or []):
+        if not isinstance(ds, dict) or "path" not in ds:
+            check.error(f"datasets[{i}].path", "missing")
+            continue
+        if Path(str(ds["path"])).is_absolute():
+            check.error(f"datasets[{i}].path", "must be relative to the repo root (Axolotl runs from there)")
+        path = _repo_path(ds["path"])
+        if not path.is_file() and Path(str(ds["path"])).parts[:1] == ("outputs",):
+            check.warn(f"datasets[{i}].path", f"{ds['path']} is generated at run time and not there yet: "
+                       "data checks skipped")
+            continue
+        if not path.is_file():
+            check.error(f"datasets[{i}].path", f"{ds['path']}: no such file (paths are relative to the repo root)")
+            continue
+        try:
+            records = list(read_jsonl(path))
+        except InputError as err:
+            check.error(f"datasets[{i}].path", str(err))
+            continue
+        if not records:
+            check.error(f"datasets[{i}].path", f"{ds['path']} has no records")
+            continue
+        before = len(report.errors)
+        _check_records(check, i, ds, records, ds["path"])
+        data.append((i, ds, records, len(report.errors) == before))
+
+    multi_gpu = bool(cfg.get("deepspeed") or cfg.get("fsdp_config"))
+    valid, tokenizer = _axolotl(check, cfg, multi_gpu)
+    if tokenizer is None:
+        return report
+    for i, ds, records, fields_ok in data:
+        if not fields_ok:
+            continue
+        if str(ds.get("type", "")).split(":")[0] == "chat_template":
+            line, record = records[0]
+            _render_chat(check, i, ds, valid, tokenizer, record, ds["path"], line)
+        _tokenize(check, i, ds, valid, tokenizer, records, ds["path"])
+    return report
+
+
+def default_recipes():
+    return sorted((ROOT / "recipes").glob("**/*.yml"))
+
+
+def print_report(report, stream=None, quiet=False, verbose=False):
+    stream = stream or sys.stdout
+    for err in report.errors:
+        print(f"error: {err}", file=stream)
+    if not quiet:
+        for warning in report.warnings:
+            print(f"warning: {warning}", file=stream)
+    if verbose:
+        for note in report.notes:
+            print(f"note: {report.recipe}: axolotl says: {note.splitlines()[0]}", file=stream)
+    status = "ok" if report.ok else f"FAILED ({len(report.errors)} error(s))"
+    print(f"{status}: {report.recipe}", file=stream)
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m scripts.check_recipes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipes", nargs="*", help="recipe files (default: recipes/**/*.yml)")
+    parser.add_argument("--quiet", action="store_true", help="print errors only")
+    parser.add_argument("--verbose", action="store_true", help="also print Axolotl's own warnings")
+    args = parser.parse_args(argv)
+    offline_defaults()
+    recipes = [Path(r) for r in args.recipes] or default_recipes()
+    failed = 0
+    for recipe in recipes:
+        report = check_recipe(recipe)
+        print_report(report, quiet=args.quiet, verbose=args.verbose)
+        failed += not report.ok
+    print(f"{len(recipes) - failed} of {len(recipes)} recipe(s) ok")
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

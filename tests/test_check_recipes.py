@@ -1,0 +1,133 @@
+"""scripts.check_recipes: every shipped recipe passes; broken copies fail naming the file and the key."""
+import pytest
+import yaml
+
+from common import ROOT
+from scripts import check_recipes
+
+SHIPPED = [p.relative_to(ROOT).as_posix() for p in check_recipes.default_recipes()]
+QA = ROOT / "recipes/tinyllama-qa/qlora-1.1b.yml"
+CHARACTER = ROOT / "recipes/llama3-character-chat/lora-8b.yml"
+
+
+@pytest.mark.parametrize("recipe", SHIPPED)
+def test_shipped_recipe_passes(recipe):
+    report = check_recipes.check_recipe(ROOT / recipe)
+    assert report.ok, "\n".join(map(str, report.errors))
+
+
+def test_qlora_recipe_warns_about_merging():
+    report = check_recipes.check_recipe(QA)
+    assert any("unquantized" in str(w) and "'adapter'" in str(w) for w in report.warnings)
+
+
+def _broken(tmp_path, source, edit, name="broken.yml"):
+    """A copy of a shipped recipe with one edit; the YAML text is edited so line numbers stay real."""
+    cfg = yaml.safe_load(source.read_text())
+    edit(cfg)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _errors(path):
+    report = check_recipes.check_recipe(path)
+    assert not report.ok
+    return [str(e) for e in report.errors]
+
+
+def test_unedited_copy_passes(tmp_path):
+    # the broken copies below fail only because of their one edit
+    assert check_recipes.check_recipe(_broken(tmp_path, QA, lambda c: None)).ok
+
+
+def test_typo_in_a_key(tmp_path):
+    path = _broken(tmp_path, QA, lambda c: c.update(lora_alhpa=c.pop("lora_alpha")))
+    errors = _errors(path)
+    assert any(str(path) in e and "'lora_alhpa'" in e and "did you mean 'lora_alpha'" in e for e in errors)
+
+
+def test_typo_in_a_dataset_key(tmp_path):
+    def edit(cfg):
+        cfg["datasets"][0]["feild_messages"] = cfg["datasets"][0].pop("field_messages")
+    errors = _errors(_broken(tmp_path, QA, edit))
+    assert any("datasets[0].feild_messages" in e and "field_messages" in e for e in errors)
+
+
+def test_missing_dataset_file(tmp_path):
+    path = _broken(tmp_path, QA, lambda c: c["datasets"][0].update(path="recipes/tinyllama-qa/data/nope.jsonl"))
+    errors = _errors(path)
+    assert any(str(path) in e and "'datasets[0].path'" in e and "nope.jsonl: no such file" in e for e in errors)
+
+
+def test_wrong_field_mapping(tmp_path):
+    errors = _errors(_broken(tmp_path, QA, lambda c: c["datasets"][0].update(field_messages="conversations")))
+    assert any("'datasets[0].field_messages'" in e and "'conversations' not found" in e for e in errors)
+    # ShareGPT data read without its from/value mappings
+    errors = _errors(_broken(tmp_path, CHARACTER, lambda c: c["datasets"][0].pop("message_property_mappings")))
+    assert any("'datasets[0].message_property_mappings.role'" in e and "'role'" in e for e in errors)
+
+
+def test_unknown_role(tmp_path):
+    errors = _errors(_broken(tmp_path, CHARACTER, lambda c: c["datasets"][0].update(
+        roles={"user": ["human"], "assistant": ["gpt"]})))
+    assert any("'datasets[0].roles'" in e and "'system'" in e for e in errors)
+
+
+def test_modules_to_save(tmp_path):
+    path = _broken(tmp_path, QA, lambda c: c.update(lora_modules_to_save=["embed_tokens", "lm_head"]))
+    assert any(str(path) in e and "'lora_modules_to_save'" in e and "vLLM" in e for e in _errors(path))
+
+
+def test_rank_vllm_cannot_serve(tmp_path):
+    path = _broken(tmp_path, QA, lambda c: c.update(lora_r=600))
+    assert any(str(path) in e and "'lora_r'" in e and "600" in e for e in _errors(path))
+
+
+def test_added_tokens_and_dora(tmp_path):
+    errors = _errors(_broken(tmp_path, QA, lambda c: c.update(
+        special_tokens={"additional_special_tokens": ["<|persona|>"]}, peft_use_dora=True)))
+    assert any("'special_tokens.additional_special_tokens'" in e for e in errors)
+    assert any("'peft_use_dora'" in e and "DoRA" in e for e in errors)
+
+
+def test_axolotl_validation_errors_are_reported(tmp_path):
+    errors = _errors(_broken(tmp_path, QA, lambda c: c["datasets"][0].update(train_on_eos="sometimes")))
+    assert any("Axolotl rejects the dataset" in e and "'datasets[0].train_on_eos'" in e for e in errors)
+    errors = _errors(_broken(tmp_path, QA, lambda c: c.update(warmup_steps=10)))   # with warmup_ratio
+    assert any("Axolotl rejects the config" in e and "warmup" in e for e in errors)
+
+
+def test_missing_deepspeed_file_and_fsdp_mismatch(tmp_path):
+    zero2 = ROOT / "recipes/llama3-character-chat/lora-8b-zero2.yml"
+    path = _broken(tmp_path, zero2, lambda c: c.update(deepspeed="recipes/llama3-character-chat/deepspeed/zero9.json"))
+    assert any("'deepspeed'" in e and "zero9.json: no such file" in e for e in _errors(path))
+    # an FSDP recipe whose settings disagree with the accelerate config next to it
+    recipe_dir = tmp_path / "recipe"
+    (recipe_dir / "accelerate").mkdir(parents=True)
+    acc = yaml.safe_load((ROOT / "recipes/llama3-character-chat/accelerate/fsdp.yaml").read_text())
+    acc["fsdp_config"]["fsdp_state_dict_type"] = "SHARDED_STATE_DICT"
+    (recipe_dir / "accelerate" / "fsdp.yaml").write_text(yaml.safe_dump(acc))
+    fsdp = _broken(recipe_dir, ROOT / "recipes/llama3-character-chat/lora-8b-fsdp.yml", lambda c: None)
+    assert any("'fsdp_config.state_dict_type'" in e and "fsdp.yaml" in e for e in _errors(fsdp))
+
+
+def test_cli_exit_status_and_output(tmp_path, capsys):
+    good = str(ROOT / "recipes/tinyllama-rpg/lora-1.1b.yml")
+    check_recipes.main([good, "--quiet"])
+    assert "ok: " in capsys.readouterr().out
+    bad = _broken(tmp_path, QA, lambda c: c.update(lora_r=600))
+    with pytest.raises(SystemExit) as exit_info:
+        check_recipes.main([str(bad)])
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert f"error: {bad}:" in out and "field 'lora_r'" in out and "0 of 1 recipe(s) ok" in out
+
+
+def test_discord_wandb_switch_is_valid_when_uncommented(tmp_path):
+    text = (ROOT / "recipes/tinyllama-discord-persona/qlora-1.1b.yml").read_text()
+    assert "# wandb_project: discord-persona" in text
+    enabled = tmp_path / "wandb.yml"
+    enabled.write_text(text.replace("# wandb_", "wandb_"))
+    assert yaml.safe_load(enabled.read_text())["wandb_project"] == "discord-persona"
+    assert check_recipes.check_recipe(enabled).ok
