@@ -72,6 +72,9 @@ def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=Fal
     for key, value in OFF.items():
         if key in cfg or key in ("bf16", "fp16", "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel"):
             put(key, value)
+    if cfg.get("attn_implementation") not in (None, "eager", "sdpa"):
+        put("attn_implementation", "sdpa")
+    put("dataloader_num_workers", 0)  # worker processes only cost start-up time on 2 cores
     if cfg.get("adapter") == "qlora":
         put("adapter", "lora")
     if any(tag in str(cfg.get("optimizer", "")) for tag in GPU_OPTIMIZERS):

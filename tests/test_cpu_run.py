@@ -11,7 +11,7 @@ from scripts import cpu_run
 
 GPU_RECIPE = {
     "base_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
-    "load_in_4bit": True, "adapter": "qlora", "bf16": "auto", "flash_attention": True,
+    "load_in_4bit": True, "adapter": "qlora", "bf16": "auto", "flash_attention": True, "attn_implementation": "flash_attention_2",
     "sample_packing": True, "optimizer": "paged_adamw_8bit", "deepspeed": "deepspeed_configs/zero2.json",
     "wandb_project": "x", "lora_r": 16, "lora_alpha": 32, "lora_target_modules": ["q_proj", "v_proj"],
     "datasets": [{"path": "data/train.jsonl", "type": "chat_template", "field_messages": "conversations"}],
@@ -26,6 +26,7 @@ def test_cpu_config_overrides_only_what_a_cpu_cannot_do(tmp_path, tinyllama):
     assert cfg["base_model"] == str(tinyllama)
     assert (cfg["adapter"], cfg["load_in_4bit"], cfg["bf16"], cfg["fp16"]) == ("lora", False, False, False)
     assert cfg["flash_attention"] is False and cfg["sample_packing"] is False
+    assert cfg["attn_implementation"] == "sdpa"
     assert cfg["optimizer"] == "adamw_torch" and cfg["max_steps"] == 3
     assert "deepspeed" not in cfg and "wandb_project" not in cfg
     assert cfg["lora_mlp_kernel"] is cfg["lora_qkv_kernel"] is cfg["lora_o_kernel"] is False
