@@ -47,6 +47,23 @@ def atomic_open(path, force=False, mode="w"):
             yield fh
 
 
+def read_json(path, expect=dict):
+    """Read a JSON file; errors name the file (and line). `expect`: the type the top level must have."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"invalid UTF-8 at byte {err.start}", path) from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"invalid JSON: {err.msg} (column {err.colno})", path, err.lineno) from None
+    if expect is not None and not isinstance(data, expect):
+        raise InputError(f"expected a JSON {'object' if expect is dict else expect.__name__}, "
+                         f"got {type(data).__name__}", path)
+    return data
+
+
 def read_jsonl(path):
     """Yield (line_number, record) from a JSONL file; blank lines are skipped.
 

@@ -18,7 +18,8 @@ import torch
 
 from common.errors import InputError, cli
 from common.io import atomic_path, check_output
-from deploy.merge import load_adapter, read_json
+from common.io import read_json
+from deploy.merge import load_adapter
 from deploy.shards import Shard, model_shards
 
 ARCHITECTURES = ("LlamaForCausalLM",)

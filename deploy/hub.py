@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import atomic_path, check_output
+from common.io import atomic_path, check_output, read_json
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf") + PICKLE_SUFFIXES
@@ -60,15 +60,6 @@ def hub_id(name):
     if HUB_ID.match(name) and not Path(name).exists():
         return name
     return None
-
-
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
 
 
 def read_recipe(path):

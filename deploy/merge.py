@@ -17,21 +17,12 @@ from safetensors import safe_open
 
 from common import offline_defaults
 from common.errors import InputError, cli
-from common.io import atomic_path, check_output
+from common.io import atomic_path, check_output, read_json
 from deploy.shards import Shard, model_shards
 
 MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                "tokenizer.model", "special_tokens_map.json", "chat_template.jinja", "added_tokens.json")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
 
 
 def open_safetensors(path):

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from common import offline_defaults
 from common.errors import InputError, cli
-from common.io import atomic_open, check_output
+from common.io import atomic_open, check_output, read_json
 from deploy import _gotemplate
 
 # --- Ollama PARAMETER names and value types (api.Options / api.Runner) ---
@@ -474,13 +474,7 @@ def read_deploy_json(recipe_dir):
     path = Path(recipe_dir) / "deploy.json"
     if not path.exists():
         return {}, None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path)
-    return data, path
+    return read_json(path), path
 
 
 # --- the Modelfile ---

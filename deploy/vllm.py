@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import atomic_open, check_output
+from common.io import atomic_open, check_output, read_json
 
 ALLOWED_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_MAX_LORA_RANK = 16
@@ -53,21 +53,9 @@ def smallest_allowed_rank(rank):
     return None
 
 
-def _read_json(path):
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path)
-    return data
-
-
 def _tokenizer_size(path):
     """Number of token ids in a tokenizer.json (model vocab plus added tokens)."""
-    data = _read_json(path)
+    data = read_json(path)
     ids = [t.get("id", -1) for t in data.get("added_tokens") or []]
     vocab = (data.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):
@@ -105,7 +93,7 @@ def check_adapter(adapter_dir, max_lora_rank=None, base=None):
     config_path = adapter_dir / "adapter_config.json"
     if not adapter_dir.is_dir():
         raise FileNotFoundError(f"{adapter_dir}: no such adapter directory")
-    config = _read_json(config_path)
+    config = read_json(config_path)
     problems, warnings = [], []
 
     peft_type = str(config.get("peft_type", "LORA")).upper()
@@ -222,13 +210,13 @@ def check_adapter(adapter_dir, max_lora_rank=None, base=None):
     base_dir = _resolve_base(adapter_dir, config, base)
     base_vocab = None
     if base_dir is not None:
-        base_vocab = _read_json(base_dir / "config.json").get("vocab_size")
-        arch = (_read_json(base_dir / "config.json").get("architectures") or ["?"])[0]
+        base_vocab = read_json(base_dir / "config.json").get("vocab_size")
+        arch = (read_json(base_dir / "config.json").get("architectures") or ["?"])[0]
         if "Llama" not in arch:
             warnings.append(f"base architecture {arch}: the target module list checked is vLLM's for Llama models")
     added_path = adapter_dir / "added_tokens.json"
     if added_path.exists():
-        added = _read_json(added_path)
+        added = read_json(added_path)
         beyond = {t: i for t, i in added.items() if base_vocab is None or (isinstance(i, int) and i >= base_vocab)}
         if beyond:
             shown = ", ".join(f"{t!r}={i}" for t, i in list(beyond.items())[:5])
@@ -333,7 +321,7 @@ def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000,
 
 
 def _config_rank(path):
-    config = _read_json(Path(path) / "adapter_config.json")
+    config = read_json(Path(path) / "adapter_config.json")
     ranks = [config.get("r") or 0] + list((config.get("rank_pattern") or {}).values())
     return max(ranks)
 

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import atomic_open, check_output, read_jsonl
+from common.io import atomic_open, check_output, read_json, read_jsonl
 from eval import _models, report
 from eval.metrics import mean
 
@@ -166,7 +166,7 @@ def sheet_html(rows, title="Blind A/B rating sheet"):
         radios = "".join(f"<label><input type='radio' name='pref-{rid}' value='{p}'> {p}</label> "
                          for p in PREFERENCES)
         out.append(f"</table><p>Preference: <span data-col='preference' data-kind='radio'>{radios}</span></p>")
-        out.append(f"<p>Notes: <input data-col='notes' size='80'></p></section>")
+        out.append("<p>Notes: <input data-col='notes' size='80'></p></section>")
     out.append("<button onclick='download()'>Download filled CSV</button>")
     out.append(f"<script>var COLUMNS = {json.dumps(SHEET_COLUMNS)};{_PAGE_SCRIPT}</script></body></html>")
     return "\n".join(out) + "\n"
@@ -219,13 +219,8 @@ def make_sheet(args):
 
 def read_key(path):
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        key = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
-    if not isinstance(key, dict) or key.get("version") != KEY_VERSION or not isinstance(key.get("rows"), dict):
+    key = read_json(path)
+    if key.get("version") != KEY_VERSION or not isinstance(key.get("rows"), dict):
         raise InputError("not an A/B key file written by `make-sheet`", path)
     return key
 

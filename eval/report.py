@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from common.errors import InputError, cli
-from common.io import atomic_path, check_output
+from common.errors import cli
+from common.io import atomic_path, check_output, read_json
 
 
 def fmt(value, digits=4):
@@ -118,14 +118,7 @@ def main(argv=None):
     parser.add_argument("--title", default=None, help="report title (default: the file name)")
     args = parser.parse_args(argv)
     path = Path(args.results)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", path, err.lineno) from None
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path)
+    data = read_json(path)
     print(generic_markdown(data, args.title or path.stem), end="")
 
 

@@ -1,5 +1,4 @@
 """Streaming LoRA merge: equals PEFT, works across shards, refuses what it cannot merge before writing."""
-import json
 
 import pytest
 import torch

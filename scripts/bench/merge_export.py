@@ -7,7 +7,6 @@ time, peak RSS and the ratios, and whether the outputs agree.
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from common import CACHE, offline_defaults
 from common.io import atomic_open

@@ -10,7 +10,6 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
 from common import CACHE, ROOT, offline_defaults
 from common.io import atomic_open, read_jsonl
