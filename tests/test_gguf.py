@@ -83,3 +83,19 @@ def test_unsupported_model_fails_before_writing(tmp_path, tinyllama):
     with pytest.raises(InputError, match="architecture"):
         export.export_model(bad, tmp_path / "bad.gguf")
     assert not (tmp_path / "bad.gguf").exists()
+
+
+def test_bf16_export_of_llama31_keeps_rope_freqs(tmp_path, llama31):
+    out = export.export_model(llama31, tmp_path / "m-bf16.gguf", "bf16")
+    tok = AutoTokenizer.from_pretrained(llama31)
+    ids = tok("The lighthouse keeper lit the lamp at dusk.", add_special_tokens=False)["input_ids"]
+    got, llm = cpp_logits(out, ids)
+    expected = hf_logits(llama31, ids)
+    assert (got.argmax(-1) == expected.argmax(-1)).mean() >= 0.9
+    import gguf
+
+    reader = gguf.GGUFReader(out)
+    names = {t.name: t for t in reader.tensors}
+    assert names["blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType.BF16
+    factors = np.asarray(names["rope_freqs.weight"].data)
+    assert factors.min() == 1.0 and factors.max() == 8.0  # Llama 3.1's high/low frequency factors
