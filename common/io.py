@@ -64,6 +64,41 @@ def read_json(path, expect=dict):
     return data
 
 
+def read_text(path):
+    """A UTF-8 text file's contents; invalid UTF-8 raises InputError naming the file and line."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"invalid UTF-8 at byte {err.start}", path, data.count(b"\n", 0, err.start) + 1) from None
+
+
+def read_yaml(path, expect=dict):
+    """Read a YAML file safely (yaml.safe_load); errors name the file and line.
+
+    `expect`: the type the top level must have (an empty file is reported as such)."""
+    import yaml
+
+    path = Path(path)
+    text = read_text(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise InputError(f"invalid YAML: {getattr(err, 'problem', None) or err}", path,
+                         mark.line + 1 if mark else None) from None
+    if expect is not None and not isinstance(data, expect):
+        if data is None:
+            raise InputError("the file is empty", path)
+        raise InputError(f"expected a YAML {'mapping' if expect is dict else expect.__name__}, "
+                         f"got {type(data).__name__}", path)
+    return data
+
+
 def read_jsonl(path):
     """Yield (line_number, record) from a JSONL file; blank lines are skipped.
 

@@ -21,6 +21,43 @@ ROLE_ALIASES = {
 }
 
 
+# a key that shows the record is in another format -> (format, the converter for it)
+FORMAT_KEYS = (
+    ("conversations", "ShareGPT", "data_tools.sharegpt"),
+    ("messages", "messages JSONL", None),
+    ("instruction", "Alpaca", "data_tools.alpaca"),
+    ("answer_keywords", "QA", "data_tools.qa"),
+    ("question", "QA", "data_tools.qa"),
+    ("task", "RPG task", "data_tools.rpg"),
+)
+
+
+def shown(value, limit=80):
+    """repr(value) cut to `limit` characters: error messages stay one short line whatever the input holds."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def format_hint(record, this=None, list_keys=False):
+    """"; it has 'k', so it looks like <format>: use python -m <converter>" for a record in another format
+    than the converter `this` reads, else ' (keys: ...)' with list_keys, else ''; appended to a
+    missing-field message."""
+    for key, name, module in FORMAT_KEYS:
+        if key in record and module != this:
+            use = f"use python -m {module}" if module else "it needs no conversion"
+            return f"; it has '{key}', so it looks like {name}: {use}"
+    if not list_keys:
+        return ""
+    keys = [shown(k, 30)[1:-1] for k in list(record)[:10]]
+    return f" (keys: {', '.join(keys) + (', ...' if len(record) > 10 else '') or 'none'})"
+
+
+def missing(record, key, file=None, line=None, this=None, list_keys=False):
+    """InputError for the missing required field `key`, saying what the record looks like."""
+    return invalid(f"missing {key}", "missing required field" + format_hint(record, this, list_keys),
+                   file, line, key)
+
+
 def invalid(reason, message, file=None, line=None, field=None):
     """An InputError that also carries a short `reason`, the key it is counted under when skipped."""
     err = InputError(message, file, line, field)
@@ -33,7 +70,7 @@ def normalize_role(name, file=None, line=None, field="role"):
     role = ROLE_ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
     if role is None:
         known = ", ".join(sorted(ROLE_ALIASES))
-        raise invalid("unknown role", f"unknown role {name!r} (known: {known})", file, line, field)
+        raise invalid("unknown role", f"unknown role {shown(name)} (known: {known})", file, line, field)
     return role
 
 
@@ -74,6 +111,10 @@ def check_messages(messages, file=None, line=None, key="messages", allow_empty=F
     if not messages:
         raise invalid("empty conversation", "empty conversation", file, line, key)
     for i, message in enumerate(messages):
+        if isinstance(message, dict) and "role" in message and message["role"] not in (SYSTEM, USER, ASSISTANT):
+            raise invalid("unknown role", f"unknown role {shown(message['role'])}: expected system, user or "
+                          "assistant (convert other role names with python -m data_tools.sharegpt)",
+                          file, line, f"{key}[{i}].role")
         if not isinstance(message, dict) or message.get("role") not in (SYSTEM, USER, ASSISTANT):
             raise invalid("bad message", "expected {'role': system|user|assistant, 'content': ...}",
                           file, line, f"{key}[{i}]")
@@ -96,6 +137,13 @@ def check_messages(messages, file=None, line=None, key="messages", allow_empty=F
         raise invalid("does not end with assistant", "conversation must end with an assistant turn",
                       file, line, f"{key}[{len(messages) - 1}]")
     return messages
+
+
+def record_messages(record, file=None, line=None, allow_empty=False):
+    """The checked messages of a messages JSONL record; a record in another format gets a hint."""
+    if record.get("messages") is None:
+        raise missing(record, "messages", file, line, this=None)
+    return check_messages(record["messages"], file, line, allow_empty=allow_empty)
 
 
 def messages_record(turns, system=None, file=None, line=None):
@@ -140,7 +188,8 @@ def _parse_line(raw, path, number):
     try:
         record = _decode(text)
     except json.JSONDecodeError as err:
-        raise invalid("invalid JSON", f"invalid JSON: {err.msg} (column {err.colno})", path, number) from None
+        # err.pos, not err.colno: an error at the end of the record is past its newline, on "line 2"
+        raise invalid("invalid JSON", f"invalid JSON: {err.msg} (column {err.pos + 1})", path, number) from None
     if not isinstance(record, dict):
         raise invalid("not a JSON object", f"expected a JSON object, got {type(record).__name__}", path, number)
     return record

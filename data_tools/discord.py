@@ -32,10 +32,11 @@ from pathlib import Path
 
 from common.errors import InputError, cli
 from common.io import Tally
-from data_tools._chat import ASSISTANT, USER, invalid, messages_record, parser, write_records
+from data_tools._chat import ASSISTANT, USER, invalid, messages_record, parser, shown, write_records
 
 CHAT_TYPES = {"Default", "Reply"}
 CSV_COLUMNS = ("author", "timestamp", "content")
+CSV_FIELD_LIMIT = (1 << 31) - 1  # csv.field_size_limit for one cell (a C long on every platform)
 MENTION = re.compile(r"<(?:@[!&]?|#)\d+>")
 CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
 URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -263,19 +264,34 @@ def _decoded_lines(path):
 
 def read_csv(path):
     """Yield a Raw per row of an author,timestamp,content CSV."""
-    reader = csv.DictReader(_decoded_lines(path))
-    missing = [column for column in CSV_COLUMNS if column not in (reader.fieldnames or ())]
-    if missing:
-        raise InputError(f"CSV header must have the columns {','.join(CSV_COLUMNS)}", path, 1, missing[0])
-    for row in reader:
-        yield Raw(reader.line_num, None, (row["author"],), False, "Default", row["timestamp"], row["content"])
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)  # the default, 128 KiB, would stop at a long message
+    # strict: an unclosed quote is an error, not a field that swallows every row after it
+    reader = csv.DictReader(_decoded_lines(path), strict=True)
+    start = 1  # the line the row being read starts on
+    try:
+        if reader.fieldnames is None:
+            raise InputError("no records: the file is empty", path)
+        missing = [column for column in CSV_COLUMNS if column not in reader.fieldnames]
+        if missing:
+            raise InputError(f"CSV header must have the columns {','.join(CSV_COLUMNS)}", path, 1, missing[0])
+        start = reader.line_num + 1
+        for row in reader:
+            yield Raw(reader.line_num, None, (row["author"],), False, "Default", row["timestamp"], row["content"])
+            start = reader.line_num + 1
+    except csv.Error as err:
+        what = "a quoted field is never closed" if "unexpected end of data" in str(err) else str(err)
+        end = reader.reader.line_num  # the csv reader's own count (DictReader's is set per row)
+        if end > start and "never closed" not in what:
+            what += f" (the row runs on to line {end}: is a closing quote missing?)"
+        raise InputError(f"invalid CSV: {what}", path, start) from None
 
 
 def _timestamp(raw, path):
     try:
         when = datetime.fromisoformat(raw.timestamp)
     except (TypeError, ValueError):
-        raise invalid("invalid message", f"expected an ISO 8601 timestamp, got {raw.timestamp!r}", path,
+        raise invalid("invalid message", f"expected an ISO 8601 timestamp, got {shown(raw.timestamp)}", path,
                       raw.line, f"{raw.field}.timestamp" if raw.field else "timestamp") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 

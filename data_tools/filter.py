@@ -24,7 +24,7 @@ import numpy as np
 
 from common.errors import InputError, cli
 from common.io import Tally, write_jsonl
-from data_tools._chat import ASSISTANT, SYSTEM, check_messages, parser, read_records
+from data_tools._chat import ASSISTANT, SYSTEM, parser, read_records, record_messages
 
 BREAKING_PHRASES = (
     "as an AI",
@@ -135,7 +135,7 @@ def filter_file(src, dst, filters, force=False, skip_invalid=False):
     def kept():
         for number, record in read_records(src, tally if skip_invalid else None):
             try:
-                messages = check_messages(record.get("messages"), src, number, allow_empty=True)
+                messages = record_messages(record, src, number, allow_empty=True)
             except InputError as err:
                 if not skip_invalid:
                     raise

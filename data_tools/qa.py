@@ -8,8 +8,8 @@ joined with ", ". Every record gets the system prompt (--system; --system "" for
 import sys
 
 from common.errors import cli
-from data_tools._chat import (ASSISTANT, USER, check_encodable, convert_jsonl, invalid, messages_record,
-                              parser, text_field)
+from data_tools._chat import (ASSISTANT, USER, check_encodable, convert_jsonl, invalid, messages_record, missing,
+                              parser, shown, text_field)
 
 SYSTEM_PROMPT = "Answer the question briefly, using the key terms."
 
@@ -22,7 +22,7 @@ def _keywords(record, file, line):
         raise invalid("bad answer_keywords", "expected a non-empty list of strings", file, line, "answer_keywords")
     for i, keyword in enumerate(keywords):
         if not isinstance(keyword, str) or not keyword.strip():
-            raise invalid("bad answer_keywords", f"expected a non-empty string, got {keyword!r}",
+            raise invalid("bad answer_keywords", f"expected a non-empty string, got {shown(keyword)}",
                           file, line, f"answer_keywords[{i}]")
         check_encodable(keyword, file, line, f"answer_keywords[{i}]")
     return keywords
@@ -33,6 +33,8 @@ def to_messages(record, system=SYSTEM_PROMPT, file=None, line=None):
 
     `answer` is required only when there are no answer_keywords; a blank answer falls back to them.
     """
+    if record.get("question") is None:
+        raise missing(record, "question", file, line, this="data_tools.qa")
     question = text_field(record, "question", file, line)
     keywords = _keywords(record, file, line)
     answer = text_field(record, "answer", file, line, required=keywords is None)

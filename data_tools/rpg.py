@@ -8,7 +8,7 @@ every record starts with SYSTEM_PROMPT, the prompt the tinyllama-rpg recipe is t
 import sys
 
 from common.errors import cli
-from data_tools._chat import ASSISTANT, USER, convert_jsonl, messages_record, parser, text_field
+from data_tools._chat import ASSISTANT, USER, convert_jsonl, messages_record, missing, parser, text_field
 
 SYSTEM_PROMPT = ("This is a task you must complete by returning only the output. "
                  "Do not include explanations, code, or extra text\u2014only the result.")
@@ -16,6 +16,9 @@ SYSTEM_PROMPT = ("This is a task you must complete by returning only the output.
 
 def to_messages(record, file=None, line=None):
     """One RPG record -> {"messages": [...]}, or InputError naming the field."""
+    for key in ("task", "output"):
+        if record.get(key) is None:
+            raise missing(record, key, file, line, this="data_tools.rpg")
     task = text_field(record, "task", file, line)
     output = text_field(record, "output", file, line, numbers=True)
     return messages_record([(USER, task), (ASSISTANT, output)], SYSTEM_PROMPT, file, line)

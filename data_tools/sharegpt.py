@@ -10,7 +10,7 @@ alternating, ending with assistant. --system adds a system prompt where a conver
 import sys
 
 from common.errors import cli
-from data_tools._chat import SYSTEM, check_messages, convert_jsonl, invalid, normalize_role, parser
+from data_tools._chat import SYSTEM, check_messages, convert_jsonl, invalid, missing, normalize_role, parser
 
 
 def _pick(mapping, keys):
@@ -25,8 +25,7 @@ def to_messages(record, system=None, file=None, line=None):
     """One ShareGPT record -> {"messages": [...]}, or InputError naming the field."""
     key, turns = _pick(record, ("conversations", "messages"))
     if turns is None:
-        raise invalid("missing conversations", f"missing required field (keys: {', '.join(record) or 'none'})",
-                      file, line, key)
+        raise missing(record, key, file, line, this="data_tools.sharegpt", list_keys=True)
     if not isinstance(turns, list):
         raise invalid(f"bad {key}", f"expected a list of turns, got {type(turns).__name__}", file, line, key)
     messages = []

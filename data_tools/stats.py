@@ -19,27 +19,24 @@ from pathlib import Path
 
 from common import ROOT, offline_defaults
 from common.errors import InputError, cli
-from common.io import Tally, atomic_open, atomic_path, check_output
+from common.io import Tally, atomic_open, atomic_path, check_output, read_yaml
 from common.models import stand_in_for
-from data_tools._chat import check_messages, read_records
+from data_tools._chat import read_records, record_messages
 
 
 def read_recipe(path):
     """(base_model, sequence_len, template config) from an Axolotl YAML."""
-    import yaml
-
     path = Path(path)
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}", path, mark and mark.line + 1) from None
-    if not isinstance(cfg, dict):
-        raise InputError("expected a YAML mapping", path)
+    cfg = read_yaml(path)
     for key in ("base_model", "sequence_len"):
         if cfg.get(key) is None:
             raise InputError("missing required field", path, None, key)
+    for key in ("base_model", "tokenizer_config"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            raise InputError(f"expected a model id or path, got {type(cfg[key]).__name__}", path, None, key)
     datasets = cfg.get("datasets") or [{}]
+    if not isinstance(datasets, list):
+        raise InputError(f"expected a list of datasets, got {type(datasets).__name__}", path, None, "datasets")
     ds_cfg = datasets[0] if isinstance(datasets[0], dict) else {}
     source = ds_cfg if ds_cfg.get("chat_template") else cfg  # as Axolotl's extract_chat_template_args
     template = {key: source.get(key) for key in ("chat_template", "chat_template_jinja")}
@@ -118,7 +115,7 @@ def measure(data, count_tokens, sequence_len, skip_invalid=False, dropped=None):
     lengths, lines, roles = [], [], Counter()
     for number, record in read_records(data, dropped if skip_invalid else None):
         try:
-            messages = check_messages(record.get("messages"), data, number)
+            messages = record_messages(record, data, number)
         except InputError as err:
             if not skip_invalid:
                 raise

@@ -19,7 +19,7 @@ import torch
 from common.errors import InputError, cli
 from common.io import atomic_path, check_output
 from common.io import read_json
-from deploy.merge import load_adapter
+from deploy.merge import check_compatible, load_adapter
 from deploy.shards import Shard, model_shards
 
 ARCHITECTURES = ("LlamaForCausalLM",)
@@ -71,7 +71,7 @@ def vocab(model_dir, n_vocab):
     path = model_dir / "tokenizer.json"
     if not path.exists():
         raise InputError("no tokenizer.json or tokenizer.model", model_dir)
-    tj = json.loads(path.read_text(encoding="utf-8"))
+    tj = read_json(path)
     model = tj.get("model", {})
     byte_level = "ByteLevel" in json.dumps(tj.get("pre_tokenizer"))
     if model.get("type") == "BPE" and byte_level:
@@ -107,7 +107,8 @@ def vocab(model_dir, n_vocab):
     return kind, pre, tokens, scores, types
 
 
-def add_metadata(writer, model_dir, config, file_type):
+def add_metadata(writer, model_dir, config, file_type, tokenizer=None):
+    """tokenizer: vocab()'s result when already computed (export_model checks it before writing)."""
     n_head = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
     writer.add_name(Path(model_dir).name)
@@ -122,7 +123,7 @@ def add_metadata(writer, model_dir, config, file_type):
     writer.add_rope_freq_base(rope_theta(config))
     writer.add_rope_dimension_count(head_dim)
     writer.add_vocab_size(config["vocab_size"])
-    kind, pre, tokens, scores, types = vocab(model_dir, config["vocab_size"])
+    kind, pre, tokens, scores, types = tokenizer or vocab(model_dir, config["vocab_size"])
     writer.add_tokenizer_model(kind)
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
@@ -253,6 +254,7 @@ def export_model(model_dir, output, outtype="f16", force=False):
             sources.append((shard, hf_name))
     if config.get("tie_word_embeddings") is False and not any(p[0] == "output.weight" for p in plan):
         raise InputError("untied model without lm_head.weight", model_dir)
+    tokenizer = vocab(model_dir, config["vocab_size"])  # an unsupported tokenizer fails before writing
 
     def load(i):
         shard, hf_name = sources[i]
@@ -261,7 +263,7 @@ def export_model(model_dir, output, outtype="f16", force=False):
         return prepare(hf_name, shard.read(hf_name), config)
 
     with atomic_path(output, force) as tmp:
-        write_streaming(tmp, "llama", lambda w: add_metadata(w, model_dir, config, file_type), plan, load)
+        write_streaming(tmp, "llama", lambda w: add_metadata(w, model_dir, config, file_type, tokenizer), plan, load)
     return output
 
 
@@ -285,6 +287,7 @@ def export_adapter(adapter_dir, base_dir, output, force=False):
     check_output(output, force)
     config = model_config(base_dir)
     cfg, deltas = load_adapter(adapter_dir)
+    check_compatible(base_dir, deltas)  # every adapted module exists in the base, with matching shapes
     if cfg.get("alpha_pattern") or cfg.get("rank_pattern"):
         raise InputError("per-module rank/alpha patterns cannot be expressed as one GGUF alpha",
                          adapter_dir / "adapter_config.json", field="alpha_pattern")

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import atomic_path, check_output, read_json
+from common.io import atomic_path, check_output, read_json, read_text
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf") + PICKLE_SUFFIXES
@@ -66,10 +66,7 @@ def read_recipe(path):
     import yaml
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+    text = read_text(path)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from common.errors import InputError
+from common.io import read_json
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
@@ -21,10 +22,10 @@ def model_shards(model_dir):
     model_dir = Path(model_dir)
     index = model_dir / "model.safetensors.index.json"
     if index.exists():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError) as err:
-            raise InputError(f"invalid shard index ({err})", index) from None
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise InputError("invalid shard index: expected a mapping of tensor names to shard files", index,
+                             field="weight_map")
         return sorted({model_dir / f for f in weight_map.values()})
     single = model_dir / "model.safetensors"
     if single.exists():
@@ -53,10 +54,13 @@ class Shard:
             header = json.loads(self.raw_header[8:])
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError("corrupt safetensors header (not JSON)", self.path) from None
-        self.metadata = header.pop("__metadata__", None)
-        self.entries = dict(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
+        try:
+            self.metadata = header.pop("__metadata__", None)
+            self.entries = dict(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
+            end = max((e["data_offsets"][1] for e in self.entries.values()), default=0)
+        except (AttributeError, KeyError, TypeError, IndexError):
+            raise InputError("corrupt safetensors header (no data_offsets for each tensor)", self.path) from None
         self.data_start = 8 + n
-        end = max((e["data_offsets"][1] for e in self.entries.values()), default=0)
         if self.data_start + end != size:
             raise InputError(f"truncated or corrupt safetensors file: header needs {self.data_start + end} "
                              f"bytes, file has {size}", self.path)

@@ -38,7 +38,7 @@ import yaml
 
 from common import ROOT, offline_defaults
 from common.errors import InputError, cli
-from common.io import read_jsonl
+from common.io import read_jsonl, read_text
 from common.models import stand_in_for
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -144,6 +144,77 @@ def _schemas():
             "deprecated": {n: f.deprecated for n, f in AxolotlInputConfig.model_fields.items() if f.deprecated}}
 
 
+@lru_cache(maxsize=None)
+def _type_adapter(key):
+    """A pydantic TypeAdapter for one top-level key of Axolotl's config schema (None if unknown)."""
+    offline_defaults()
+    from typing import Annotated
+
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+    from pydantic import TypeAdapter
+
+    for name, info in AxolotlInputConfig.model_fields.items():
+        if key in (name, info.alias):
+            annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            try:
+                return TypeAdapter(annotation)
+            except Exception:  # an annotation pydantic cannot check on its own: leave it to Axolotl
+                return None
+    return None
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_types(check, cfg):
+    """Each value has the type Axolotl's schema declares for its key, checked key by key (no model-level
+    validators, no model or data loaded); datasets entries against Axolotl's SFTDataset."""
+    for key, value in cfg.items():
+        if key == "datasets" or value is None:
+            continue
+        adapter = _type_adapter(key)
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value)
+        except Exception as err:
+            message = _validation_message(err)[0][1]
+            check.error(key, f"wrong type: {message} (got {_short(value)})")
+    datasets = cfg.get("datasets")
+    if datasets is None:
+        return
+    if not isinstance(datasets, list):
+        check.error("datasets", "expected a list of datasets (- path: ..., type: ...), "
+                    f"got {type(datasets).__name__}")
+        return
+    from axolotl.utils.schemas.datasets import SFTDataset
+
+    for i, ds in enumerate(datasets):
+        if not isinstance(ds, dict):
+            continue  # _check_keys reports it
+        try:
+            SFTDataset(**ds)
+        except Exception as err:
+            for key, message in _validation_message(err):
+                check.error(f"datasets[{i}]" + (f".{key}" if key else ""), f"wrong type: {message}")
+
+
+def key_and_type_errors(recipe, cfg=None):
+    """Unknown keys (with the closest known one) and values of the wrong type, as InputErrors naming the
+    file, line and key; loads no model and no data (scripts.cpu_run runs this before training)."""
+    recipe = Path(recipe)
+    text = read_text(recipe)
+    if cfg is None:
+        cfg = yaml.safe_load(text)
+    report = Report(recipe)
+    check = _Checker(recipe, report, _key_lines(text))
+    _check_keys(check, cfg)
+    _check_types(check, cfg)
+    return report.errors
+
+
 def _unknown(key, known, prefix_ok=None):
     return not (key in known or (prefix_ok and key.startswith(prefix_ok) and key[len(prefix_ok):] in known))
 
@@ -159,7 +230,8 @@ def _check_keys(check, cfg):
             check.error(key, "unknown Axolotl key" + (f"; did you mean '{hint[0]}'?" if hint else ""))
         elif key in schemas["deprecated"]:
             check.warn(key, f"deprecated in Axolotl 0.19: {schemas['deprecated'][key]}")
-    for i, ds in enumerate(cfg.get("datasets") or []):
+    datasets = cfg.get("datasets")
+    for i, ds in enumerate(datasets if isinstance(datasets, list) else []):
         if not isinstance(ds, dict):
             check.error(f"datasets[{i}]", "expected a mapping (path, type, ...)")
             continue
@@ -541,7 +613,11 @@ def check_recipe(recipe):
     report = Report(shown)
     if not recipe.exists():
         raise FileNotFoundError(f"{recipe}: no such recipe")
-    text = recipe.read_text(encoding="utf-8")
+    try:
+        text = read_text(recipe)
+    except InputError as err:
+        report.errors.append(InputError(err.message, shown, err.line))
+        return report
     check = _Checker(shown, report, _key_lines(text))
     try:
         cfg = yaml.safe_load(text)
@@ -556,6 +632,11 @@ def check_recipe(recipe):
     for required in ("base_model", "datasets"):
         if required not in cfg:
             check.error(required, "missing")
+    if "base_model" in cfg and not isinstance(cfg["base_model"], str):
+        check.error("base_model", f"expected a model id or path, got {type(cfg['base_model']).__name__}")
+    if "datasets" in cfg and not isinstance(cfg["datasets"], list):
+        check.error("datasets", "expected a list of datasets (- path: ..., type: ...), "
+                    f"got {type(cfg['datasets']).__name__}")
     if report.errors:
         return report
 

@@ -15,7 +15,7 @@ import yaml
 
 from common import OFFLINE_ENV, ROOT
 from common.errors import InputError, cli
-from common.io import atomic_open, check_output
+from common.io import atomic_open, check_output, read_yaml
 from common.models import stand_in_for
 
 OFF = {
@@ -36,22 +36,28 @@ def load_recipe(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such recipe")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}", path,
-                         mark.line + 1 if mark else None) from None
-    if not isinstance(cfg, dict):
-        raise InputError("a recipe must be a YAML mapping", path)
+    cfg = read_yaml(path)
     if "base_model" not in cfg:
         raise InputError("missing", path, field="base_model")
     return cfg
 
 
+def validate_recipe(path, cfg):
+    """Unknown keys (a typo) and values of the wrong type stop the run here, naming file, line and key,
+    instead of surfacing later in Axolotl's traceback (or, for a typo, not at all)."""
+    from scripts.check_recipes import key_and_type_errors
+
+    errors = key_and_type_errors(path, cfg)
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more: python -m scripts.check_recipes {path})" if len(errors) > 1 else ""
+        raise InputError(first.message + more, first.file, first.line, first.field)
+
+
 def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=False):
     """Return (config, changes): the recipe with CPU overrides, and a list of what changed."""
     cfg = load_recipe(recipe)
+    validate_recipe(recipe, cfg)
     changes = []
 
     def put(key, value):
