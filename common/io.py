@@ -124,13 +124,24 @@ def read_jsonl(path):
             yield number, record
 
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(record, ensure_ascii=False), made once
+WRITE_BATCH = 1000  # records joined into one write
+
+
 def write_jsonl(path, records, force=False):
-    """Write records atomically as JSONL; returns how many were written."""
+    """Write records atomically as JSONL, one write per WRITE_BATCH records; returns how many."""
     count = 0
     with atomic_open(path, force) as fh:
+        batch = []
         for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
+            batch.append(_encode(record))
+            if len(batch) >= WRITE_BATCH:
+                fh.write("\n".join(batch) + "\n")
+                count += len(batch)
+                batch = []
+        if batch:
+            fh.write("\n".join(batch) + "\n")
+            count += len(batch)
     return count
 
 

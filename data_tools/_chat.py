@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from common.errors import InputError
-from common.io import Tally, atomic_open
+from common.io import Tally, write_jsonl
 
 SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
 
@@ -196,28 +196,6 @@ def _parse_line(raw, path, number):
 
 
 _decode = json.JSONDecoder().decode  # json.loads(text) without its per-call checks
-_encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(record, ensure_ascii=False), made once
-WRITE_BATCH = 1000  # records joined into one write
-
-
-def write_records(path, records, force=False):
-    """common.io.write_jsonl, faster: the same bytes, written atomically, with one JSON encoder and one
-    write per WRITE_BATCH records. Returns how many were written."""
-    count = 0
-    with atomic_open(path, force) as fh:
-        batch = []
-        for record in records:
-            batch.append(_encode(record))
-            if len(batch) >= WRITE_BATCH:
-                fh.write("\n".join(batch) + "\n")
-                count += len(batch)
-                batch = []
-        if batch:
-            fh.write("\n".join(batch) + "\n")
-            count += len(batch)
-    return count
-
-
 def convert_jsonl(src, dst, convert, force=False, skip_invalid=False):
     """Stream src through convert(record, file, line) -> record and write dst atomically.
 
@@ -240,7 +218,7 @@ def convert_jsonl(src, dst, convert, force=False, skip_invalid=False):
         if not tally.kept:
             raise InputError(f"no records left to write (dropped: {dict(tally.dropped)})", src)
 
-    write_records(dst, converted(), force)
+    write_jsonl(dst, converted(), force)
     return tally
 
 

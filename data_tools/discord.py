@@ -31,8 +31,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import Tally
-from data_tools._chat import ASSISTANT, USER, invalid, messages_record, parser, shown, write_records
+from common.io import Tally, write_jsonl
+from data_tools._chat import ASSISTANT, USER, invalid, messages_record, parser, shown
 
 CHAT_TYPES = {"Default", "Reply"}
 CSV_COLUMNS = ("author", "timestamp", "content")
@@ -393,7 +393,7 @@ def convert(src, dst, persona, system=None, gap_minutes=30.0, max_turns=8, fmt=N
             raise InputError(f"no persona windows: is {persona!r} an author here? "
                              f"(dropped messages: {dict(tally.dropped)})", path)
 
-    written = write_records(dst, records(), force)
+    written = write_jsonl(dst, records(), force)
     return tally, written
 
 
