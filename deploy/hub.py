@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import atomic_path, check_output, read_json, read_text
+from common.io import atomic_path, check_output, read_json, read_text, read_yaml
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf") + PICKLE_SUFFIXES
@@ -63,19 +63,11 @@ def hub_id(name):
 
 
 def read_recipe(path):
-    import yaml
-
-    path = Path(path)
-    text = read_text(path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}", path,
-                         mark.line + 1 if mark else None) from None
+    """(recipe mapping, its text); an empty file reads as an empty recipe."""
+    data = read_yaml(path, expect=None) or {}
     if not isinstance(data, dict):
         raise InputError("expected a YAML mapping", path)
-    return data, text
+    return data, read_text(path)
 
 
 def redact(text):

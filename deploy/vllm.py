@@ -132,14 +132,11 @@ def check_adapter(adapter_dir, max_lora_rank=None, base=None):
     modules, tensor_ranks, vocab_rows = set(), [], {}
     weights = adapter_dir / "adapter_model.safetensors"
     if weights.exists():
-        from safetensors import safe_open
+        from deploy.shards import Shard
 
-        try:
-            with safe_open(str(weights), framework="pt") as fh:
-                names = list(fh.keys())
-                shapes = {name: fh.get_slice(name).get_shape() for name in names}
-        except Exception as err:  # safetensors raises its own error type on a corrupt header
-            raise InputError(f"unreadable safetensors file ({err})", weights) from None
+        shard = Shard(weights)  # header only; a truncated or corrupt file is an InputError naming it
+        names = shard.names()
+        shapes = {name: list(shard.shape(name)) for name in names}
         for name in names:
             shape = shapes[name]
             match = LORA_TENSOR.match(name)
