@@ -196,11 +196,20 @@ def _parse_line(raw, path, number):
 
 
 _decode = json.JSONDecoder().decode  # json.loads(text) without its per-call checks
+class Drop(Exception):
+    """Raised by a convert function for a valid record it leaves out (always counted, by reason)."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def convert_jsonl(src, dst, convert, force=False, skip_invalid=False):
     """Stream src through convert(record, file, line) -> record and write dst atomically.
 
-    A record that raises InputError stops the run, or with skip_invalid is counted as dropped.
-    Returns the Tally; nothing is written when no record is left.
+    A record that raises InputError stops the run, or with skip_invalid is counted as dropped;
+    one that raises Drop is counted as dropped by its reason. Returns the Tally; nothing is
+    written when no record is left.
     """
     tally = Tally()
 
@@ -208,6 +217,9 @@ def convert_jsonl(src, dst, convert, force=False, skip_invalid=False):
         for number, record in read_records(src, tally if skip_invalid else None):
             try:
                 out = convert(record, src, number)
+            except Drop as drop:
+                tally.drop(drop.reason)
+                continue
             except InputError as err:
                 if not skip_invalid:
                     raise

@@ -22,9 +22,8 @@ from collections import Counter
 
 import numpy as np
 
-from common.errors import InputError, cli
-from common.io import Tally, write_jsonl
-from data_tools._chat import ASSISTANT, SYSTEM, parser, read_records, record_messages
+from common.errors import cli
+from data_tools._chat import ASSISTANT, SYSTEM, Drop, convert_jsonl, parser, record_messages
 
 BREAKING_PHRASES = (
     "as an AI",
@@ -130,28 +129,14 @@ class Filters:
 
 def filter_file(src, dst, filters, force=False, skip_invalid=False):
     """Write the records of src that pass `filters` to dst atomically; returns the Tally."""
-    tally = Tally()
 
-    def kept():
-        for number, record in read_records(src, tally if skip_invalid else None):
-            try:
-                messages = record_messages(record, src, number, allow_empty=True)
-            except InputError as err:
-                if not skip_invalid:
-                    raise
-                tally.drop(err.reason)
-                continue
-            reason = filters.drop_reason(messages)
-            if reason:
-                tally.drop(reason)
-                continue
-            tally.keep()
-            yield record
-        if not tally.kept:
-            raise InputError(f"every record was dropped ({dict(tally.dropped)})", src)
+    def keep(record, file, line):
+        reason = filters.drop_reason(record_messages(record, file, line, allow_empty=True))
+        if reason:
+            raise Drop(reason)
+        return record
 
-    write_jsonl(dst, kept(), force)
-    return tally
+    return convert_jsonl(src, dst, keep, force, skip_invalid)
 
 
 @cli

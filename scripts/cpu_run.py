@@ -45,7 +45,7 @@ def load_recipe(path):
 def validate_recipe(path, cfg):
     """Unknown keys (a typo) and values of the wrong type stop the run here, naming file, line and key,
     instead of surfacing later in Axolotl's traceback (or, for a typo, not at all)."""
-    from scripts.check_recipes import key_and_type_errors
+    from scripts.recipe_schema import key_and_type_errors
 
     errors = key_and_type_errors(path, cfg)
     if errors:

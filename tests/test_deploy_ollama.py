@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from common import ROOT
-from deploy import _gotemplate, ollama
+from deploy import _gotemplate, _modelfile, ollama
 
 BOS_TEXTS = ("<s>", "<|begin_of_text|>")  # what llama.cpp/Ollama prepend themselves
 
@@ -77,7 +77,7 @@ def test_modelfile_template_matches_tokenizer(written, conversation):
 def test_modelfile_directives(written, fake_gguf):
     name, text, _ = written
     family, stops, default_system = EXPECTED[name]
-    commands = ollama.parse_modelfile(text)
+    commands = _modelfile.parse_modelfile(text)
     names = [n for n, _ in commands]
     assert names.count("model") == 1 and names.count("template") == 1
     assert dict(commands)["model"] == str(fake_gguf.resolve())  # not below the Modelfile's folder: absolute
@@ -121,7 +121,7 @@ def test_recipe_settings_params_and_precedence(tmp_path, smollm2, fake_gguf):
     out = tmp_path / "Modelfile"
     ollama.main(["--gguf", str(fake_gguf), "--model", str(smollm2), "--recipe-dir", str(recipe),
                  "--param", "temperature=0.2", "--param", "num_ctx=4096", "--param", "stop=###", "-o", str(out)])
-    commands = ollama.parse_modelfile(out.read_text())
+    commands = _modelfile.parse_modelfile(out.read_text())
     params = {}
     for n, v in commands:
         params.setdefault(n, []).append(v)
@@ -133,7 +133,7 @@ def test_recipe_settings_params_and_precedence(tmp_path, smollm2, fake_gguf):
     ollama.main(["--gguf", str(fake_gguf), "--model", str(smollm2), "--recipe-dir", str(recipe),
                  "--system", "From the CLI", "-o", str(out2)])
     text = out2.read_text()
-    assert dict(ollama.parse_modelfile(text))["system"] == "From the CLI"
+    assert dict(_modelfile.parse_modelfile(text))["system"] == "From the CLI"
     rendered = ollama.render_modelfile(text, [{"role": "user", "content": "hi"}])
     assert rendered.startswith("<|im_start|>system\nFrom the CLI<|im_end|>\n<|im_start|>user\nhi")
 
@@ -174,7 +174,7 @@ def test_tricky_values_round_trip(tmp_path, smollm2, fake_gguf):
     out = tmp_path / "Modelfile"
     ollama.main(["--gguf", str(fake_gguf), "--model", str(smollm2), "--system", system,
                  "--recipe-dir", str(recipe), "-o", str(out)])
-    commands = ollama.parse_modelfile(out.read_text())
+    commands = _modelfile.parse_modelfile(out.read_text())
     assert [v for n, v in commands if n == "model"] == [str(fake_gguf.resolve())]
     assert dict(commands)["system"] == system
     assert "temperature" not in dict(commands)
@@ -190,7 +190,7 @@ def test_adapter_paths_and_overwrite(tmp_path, tinyllama):
     out = tmp_path / "Modelfile"
     args = ["--base", str(base), "--adapter", str(adapter), "--model", str(tinyllama), "-o", str(out)]
     assert ollama.main(args) == 0
-    commands = ollama.parse_modelfile(out.read_text())
+    commands = _modelfile.parse_modelfile(out.read_text())
     assert dict(commands)["model"] == "./base.gguf"
     assert dict(commands)["adapter"] == "./lora dir/adapter.gguf"
     before = out.read_text()
@@ -198,7 +198,7 @@ def test_adapter_paths_and_overwrite(tmp_path, tinyllama):
         ollama.main(args)
     assert exc.value.code == 2 and out.read_text() == before
     assert ollama.main(args + ["--force", "--system", "new"]) == 0
-    assert dict(ollama.parse_modelfile(out.read_text()))["system"] == "new"
+    assert dict(_modelfile.parse_modelfile(out.read_text()))["system"] == "new"
 
 
 def test_create_without_ollama_prints_the_command(tmp_path, monkeypatch, capsys, tinyllama, fake_gguf):
@@ -241,14 +241,14 @@ def test_go_template_unsupported_or_broken_is_an_error(template):
 def test_modelfile_parser_matches_ollama_rules():
     text = ('# comment\nFROM ./m.gguf\nSYSTEM """a\nFROM /x\n"""\nPARAMETER stop "<|im_end|>"\n'
             'PARAMETER stop """a"b"""\nTEMPLATE {{ .Prompt }}\nMESSAGE user hello there\n')
-    assert ollama.parse_modelfile(text) == [
+    assert _modelfile.parse_modelfile(text) == [
         ("model", "./m.gguf"), ("system", "a\nFROM /x\n"), ("stop", "<|im_end|>"), ("stop", 'a"b'),
         ("template", "{{ .Prompt }}"), ("message", "user: hello there")]
     # a triple quote ending a line closes the value: what follows becomes a directive
     injected = 'FROM ./m.gguf\nSYSTEM """x"""\nFROM /evil.gguf\n"""\n'
-    with pytest.raises(ollama.ModelfileError):
-        ollama.parse_modelfile(injected)
-    assert ollama.parse_modelfile('FROM a\nSYSTEM """x"""\nFROM /evil.gguf\n') == [
+    with pytest.raises(_modelfile.ModelfileError):
+        _modelfile.parse_modelfile(injected)
+    assert _modelfile.parse_modelfile('FROM a\nSYSTEM """x"""\nFROM /evil.gguf\n') == [
         ("model", "a"), ("system", "x"), ("model", "/evil.gguf")]
 
 

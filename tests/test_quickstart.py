@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deploy.ollama import parse_modelfile
+from deploy._modelfile import parse_modelfile
 from scripts import quickstart
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,11 @@ time, peak RSS and the ratios, and whether the outputs agree.
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from common import CACHE, offline_defaults
-from common.io import atomic_open
+from common.errors import cli
+from common.io import atomic_open, check_output
 from common.models import TINYLLAMA, local_model
 from scripts.bench.measure import measure, python, table
 
@@ -27,13 +29,13 @@ model.save_pretrained(out, max_shard_size=shard)
 """
 
 
-def build(shard_size, layers):
+def build(shard_size, layers, work=BENCH):
     """A TinyLlama-1.1B-shaped random bf16 model in shards, with a random LoRA adapter (cached)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    base = BENCH / f"tinyllama-1.1b-random-{layers}l-{shard_size}"
+    base = work / f"tinyllama-1.1b-random-{layers}l-{shard_size}"
     adapter = base.with_name(base.name + "-lora")
     if (base / "config.json").exists() and (adapter / "adapter_config.json").exists():
         return base, adapter
@@ -88,10 +90,10 @@ def largest_file_mb(paths):
     return max(p.stat().st_size for p in paths) / 2**20
 
 
-def run(shard_size="1GB", layers=22):
+def run(shard_size="1GB", layers=22, work=BENCH):
     offline_defaults()
-    base, adapter = build(shard_size, layers)
-    work = BENCH / "out"
+    base, adapter = build(shard_size, layers, work)
+    work = work / "out"
     work.mkdir(parents=True, exist_ok=True)
     shards = sorted(base.glob("model-*.safetensors")) or [base / "model.safetensors"]
     shard_mb = largest_file_mb(shards)
@@ -141,16 +143,21 @@ def show(result):
           f"(max |diff| {g['max_abs_diff']})")
 
 
+@cli
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m scripts.bench.merge_export", description=__doc__)
     parser.add_argument("--shard-size", default="1GB")
     parser.add_argument("--layers", type=int, default=22, help="22 is TinyLlama-1.1B; fewer for a quick run")
+    parser.add_argument("--work", type=Path, default=BENCH, help="models and outputs go here")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --json output")
     args = parser.parse_args(argv)
-    result = run(args.shard_size, args.layers)
+    if args.json:
+        check_output(args.json, args.force)
+    result = run(args.shard_size, args.layers, args.work)
     show(result)
     if args.json:
-        with atomic_open(args.json, force=True) as fh:
+        with atomic_open(args.json, force=args.force) as fh:
             json.dump(result, fh, indent=2)
 
 
