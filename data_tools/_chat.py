@@ -196,6 +196,8 @@ def _parse_line(raw, path, number):
 
 
 _decode = json.JSONDecoder().decode  # json.loads(text) without its per-call checks
+
+
 class Drop(Exception):
     """Raised by a convert function for a valid record it leaves out (always counted, by reason)."""
 

@@ -92,8 +92,8 @@ def packer_at_scale(lengths, repeats=SCALES, shuffles=3):
 def run(names, work, times=1, limit=None):
     offline_defaults()
     rows, results = [], {}
+    work.mkdir(parents=True, exist_ok=True)
     for name in names:
-        work.mkdir(parents=True, exist_ok=True)
         data = sample_set(DATASETS[name], work, times, limit)
         lengths = real_tokens(data)
         real = sum(min(n, SEQ) for n in lengths)
