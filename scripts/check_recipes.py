@@ -38,10 +38,9 @@ from common import ROOT, offline_defaults
 from common.errors import InputError, cli
 from common.io import read_jsonl, read_text
 from common.models import stand_in_for
+from deploy.vllm import ALLOWED_RANKS, LLAMA_LORA_MODULES
 from scripts.recipe_schema import Checker, Report, check_keys, key_lines, validation_message
 
-VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-VLLM_LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # what `axolotl train` would see on one H100 (multi-GPU recipes: 4 of them)
 GPU_CAPABILITIES = {"bf16": True, "fp8": False, "tf32": True, "compute_capability": "sm_90"}
 MULTI_GPU = 4
@@ -84,23 +83,23 @@ def _check_vllm(check, cfg):
     rank = cfg.get("lora_r")
     if rank is None:
         check.error("lora_r", "missing")
-    elif not isinstance(rank, int) or rank not in VLLM_RANKS:
+    elif not isinstance(rank, int) or rank not in ALLOWED_RANKS:
         check.error("lora_r", f"{rank!r} is not a rank vLLM serves (allowed: "
-                    f"{', '.join(map(str, VLLM_RANKS))})")
+                    f"{', '.join(map(str, ALLOWED_RANKS))})")
     if cfg.get("peft_use_dora"):
         check.error("peft_use_dora", "vLLM cannot serve DoRA adapters")
     if cfg.get("lora_target_linear"):
         check.warn("lora_target_linear", "targets every linear layer; vLLM serves only "
-                   f"{', '.join(VLLM_LLAMA_MODULES)} (list lora_target_modules instead)")
+                   f"{', '.join(LLAMA_LORA_MODULES)} (list lora_target_modules instead)")
     targets = cfg.get("lora_target_modules")
     if isinstance(targets, str):
         targets = [targets]
     if not targets and not cfg.get("lora_target_linear"):
         check.error("lora_target_modules", "missing: list the projections to adapt")
     for module in targets or []:
-        if module not in VLLM_LLAMA_MODULES:
+        if module not in LLAMA_LORA_MODULES:
             check.error("lora_target_modules", f"{module!r}: vLLM serves LoRA only on "
-                        f"{', '.join(VLLM_LLAMA_MODULES)} for Llama models")
+                        f"{', '.join(LLAMA_LORA_MODULES)} for Llama models")
     for key in ("tokens", "added_tokens_overrides"):
         if cfg.get(key):
             check.error(key, "new tokens grow the vocabulary: vLLM cannot serve such an adapter")

@@ -13,6 +13,7 @@ from common import CACHE, offline_defaults
 from common.errors import cli
 from common.io import atomic_open, check_output
 from common.models import TINYLLAMA, local_model
+from deploy.vllm import LLAMA_LORA_MODULES
 from scripts.bench.measure import measure, python, table
 
 BENCH = CACHE / "bench"
@@ -47,7 +48,7 @@ def build(shard_size, layers, work=BENCH):
     model.save_pretrained(base, max_shard_size=shard_size)
     AutoTokenizer.from_pretrained(local_model(TINYLLAMA)).save_pretrained(base)
     lora = LoraConfig(r=16, lora_alpha=32, init_lora_weights=False, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+                      target_modules=list(LLAMA_LORA_MODULES))
     get_peft_model(model, lora).save_pretrained(adapter)
     return base, adapter
 

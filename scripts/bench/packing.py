@@ -29,7 +29,7 @@ import json, sys, torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
-model_dir, data, out, seq, r, alpha, lr = sys.argv[1:8]
+model_dir, data, out, seq, r, alpha, lr, targets = sys.argv[1:9]
 tok = AutoTokenizer.from_pretrained(model_dir)
 rows = [json.loads(line)["messages"] for line in open(data)]
 enc = tok([tok.apply_chat_template(m, tokenize=False) for m in rows], padding="max_length",
@@ -37,7 +37,7 @@ enc = tok([tok.apply_chat_template(m, tokenize=False) for m in rows], padding="m
 enc["labels"] = [[t if a else -100 for t, a in zip(ids, mask)] for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 model = get_peft_model(model, LoraConfig(r=int(r), lora_alpha=int(alpha), task_type="CAUSAL_LM",
-    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    target_modules=json.loads(targets)))
 args = TrainingArguments(output_dir=out, per_device_train_batch_size=1, num_train_epochs=1, learning_rate=float(lr),
     logging_steps=1, save_strategy="no", report_to=[], optim="adamw_torch", use_cpu=True, disable_tqdm=True)
 metrics = Trainer(model=model, args=args, train_dataset=Dataset.from_dict(dict(enc))).train().metrics
@@ -114,7 +114,8 @@ def run(names, work, times=1, limit=None):
         padded_dir = work / f"padded-{name}"
         padded_dir.mkdir(parents=True, exist_ok=True)
         padded_timing = measure(python("-c", PADDED_TRAINER, local_model(EMBEDDED), data, padded_dir, SEQ,
-                                       cfg["lora_r"], cfg["lora_alpha"], cfg["learning_rate"]))
+                                       cfg["lora_r"], cfg["lora_alpha"], cfg["learning_rate"],
+                                       json.dumps(cfg["lora_target_modules"])))
         p = json.loads((padded_dir / "result.json").read_text())
         padded = {"seconds_per_epoch": p["train_runtime"], "steps": p["steps"], "computed_tokens": p["computed_tokens"],
                   "real_tokens": p["real_tokens"], "peak_rss_mb": padded_timing["peak_rss_mb"]}
