@@ -173,6 +173,19 @@ class _Window:
             raise self.error(message, self.pos)
         self.pos += 1
 
+    def next_item(self, close, after_comma):
+        """After a value in an array or object: skip its ',' and return the next character, which is
+        `close` only when no comma came (a ',' right before `close` is the error `after_comma`)."""
+        char = self.peek()
+        if char == ",":
+            self.pos += 1
+            char = self.peek()
+            if char == close:
+                raise self.error(after_comma, self.pos)
+        elif char != close:
+            raise self.error("Expecting ',' delimiter", self.pos)
+        return char
+
     def error(self, message, p):
         line, column = self.where(p)
         return invalid("invalid JSON", f"invalid JSON: {message} (column {column})", self.path, line)
@@ -214,25 +227,11 @@ def _json_messages(path):
                     if sep and sep.end() < len(win.buf) and win.buf[sep.end()] != "]":
                         win.pos = sep.end()
                         continue
-                    char = win.peek()
-                    if char == ",":
-                        win.pos += 1
-                        char = win.peek()
-                        if char == "]":
-                            raise win.error("Expecting value", win.pos)
-                    elif char != "]":
-                        raise win.error("Expecting ',' delimiter", win.pos)
+                    char = win.next_item("]", "Expecting value")
                 win.pos += 1
             else:
                 win.value()
-            char = win.peek()
-            if char == ",":
-                win.pos += 1
-                char = win.peek()
-                if char == "}":
-                    raise win.error("Expecting property name enclosed in double quotes", win.pos)
-            elif char != "}":
-                raise win.error("Expecting ',' delimiter", win.pos)
+            char = win.next_item("}", "Expecting property name enclosed in double quotes")
         win.pos += 1
         if win.peek():
             raise win.error("Extra data", win.pos)
