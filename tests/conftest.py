@@ -1,4 +1,5 @@
 """Shared test set-up: offline, repo root importable, paths to the locally built models."""
+import shutil
 import sys
 
 import pytest
@@ -30,3 +31,18 @@ def tinyllama():
 @pytest.fixture(scope="session")
 def llama31():
     return _model(LLAMA31)
+
+
+@pytest.fixture(scope="session")
+def sharded_base(tmp_path_factory, tinyllama):
+    """The TinyLlama stand-in saved in f32 shards of 4 MB with its tokenizer (read-only: copy to change it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("base") / "tinyllama-sharded"
+    AutoModelForCausalLM.from_pretrained(tinyllama, dtype=torch.float32).save_pretrained(out, max_shard_size="4MB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tinyllama / name).exists():
+            shutil.copy2(tinyllama / name, out / name)
+    assert len(list(out.glob("model-*.safetensors"))) >= 3
+    return out

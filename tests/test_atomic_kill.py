@@ -8,8 +8,6 @@ import sys
 import time
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM
 
 from common import ROOT
 from tests.helpers import make_adapter
@@ -97,17 +95,6 @@ def test_converter_killed_mid_write_leaves_no_output(tmp_path):
         assert sum(1 for _ in fh) == N_RECORDS
     for big in (src, final, part):  # ~300 MB: not kept with pytest's tmp dirs
         big.unlink()
-
-
-@pytest.fixture(scope="module")
-def sharded_base(tmp_path_factory, tinyllama):
-    out = tmp_path_factory.mktemp("base") / "tinyllama-sharded"
-    AutoModelForCausalLM.from_pretrained(tinyllama, dtype=torch.float32).save_pretrained(out, max_shard_size="4MB")
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (tinyllama / name).exists():
-            (out / name).write_bytes((tinyllama / name).read_bytes())
-    assert len(list(out.glob("model-*.safetensors"))) >= 3
-    return out
 
 
 def test_merge_killed_after_the_first_shard_leaves_no_output(tmp_path, sharded_base):

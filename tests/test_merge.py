@@ -10,18 +10,6 @@ from deploy import merge
 from tests.helpers import make_adapter
 
 
-@pytest.fixture(scope="module")
-def sharded_base(tmp_path_factory, tinyllama):
-    out = tmp_path_factory.mktemp("base") / "tinyllama-sharded"
-    model = AutoModelForCausalLM.from_pretrained(tinyllama, dtype=torch.float32)
-    model.save_pretrained(out, max_shard_size="4MB")
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (tinyllama / name).exists():
-            (out / name).write_bytes((tinyllama / name).read_bytes())
-    assert len(list(out.glob("model-*.safetensors"))) >= 2
-    return out
-
-
 def test_merge_equals_peft_across_shards(tmp_path, sharded_base):
     adapter = make_adapter(sharded_base, tmp_path / "adapter")
     report = merge.merge(sharded_base, adapter, tmp_path / "merged", verify=True)

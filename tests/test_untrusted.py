@@ -26,7 +26,6 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
 
 from common import ROOT
 from common.errors import InputError
@@ -284,17 +283,6 @@ def test_nothing_in_the_repo_binds_all_interfaces_or_starts_a_server():
 
 
 # --- merge and export refuse bad inputs before writing anything ------------------------------------
-
-@pytest.fixture(scope="module")
-def sharded_base(tmp_path_factory, tinyllama):
-    out = tmp_path_factory.mktemp("base") / "tinyllama-sharded"
-    AutoModelForCausalLM.from_pretrained(tinyllama, dtype=torch.float32).save_pretrained(out, max_shard_size="4MB")
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (tinyllama / name).exists():
-            shutil.copy2(tinyllama / name, out / name)
-    assert len(list(out.glob("model-*.safetensors"))) >= 3
-    return out
-
 
 @pytest.fixture
 def truncated_base(tmp_path, sharded_base):
