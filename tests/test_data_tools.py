@@ -244,8 +244,8 @@ def test_rpg_fixed_system_prompt_and_numeric_output(tmp_path, capsys):
 
 SAMPLES = [(alpaca, "tinyllama-alpaca/data/alpaca_train.jsonl", 60),
            (alpaca, "tinyllama-alpaca/data/alpaca_heldout.jsonl", 15),
-           (qa, "tinyllama-qa/data/qa_train.jsonl", 60),
-           (qa, "tinyllama-qa/data/qa_heldout.jsonl", 15),
+           (qa, "tinyllama-qa/data/qa_train.jsonl", 192),
+           (qa, "tinyllama-qa/data/qa_heldout.jsonl", 32),
            (rpg, "tinyllama-rpg/data/rpg_train.jsonl", 60),
            (rpg, "tinyllama-rpg/data/rpg_heldout.jsonl", 15),
            (sharegpt, "llama3-character-chat/data/sharegpt_train.jsonl", 50),
