@@ -105,8 +105,15 @@ class Server:
             time.sleep(1)
 
     def _say(self, text, end="\r"):
-        if self.progress is not None:
-            print(text.ljust(78), end=end, file=self.progress, flush=True)
+        """One updating line on a terminal; in a log, a line every 10 s (and the final one)."""
+        if self.progress is None:
+            return
+        if end == "\r" and not self.progress.isatty():
+            self._ticks = getattr(self, "_ticks", -1) + 1
+            if self._ticks % 10:
+                return
+            end = "\n"
+        print(text.ljust(78), end=end, file=self.progress, flush=True)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -54,7 +54,16 @@ def validate_recipe(path, cfg):
         raise InputError(first.message + more, first.file, first.line, first.field)
 
 
-def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=False):
+def _repoint(cfg, key, path, changes):
+    """Point every entry of cfg[key] (datasets or test_datasets) at path."""
+    put_path = str(Path(path).resolve())
+    for ds in cfg.get(key) or []:
+        changes.append(f"{key}.path: {ds.get('path')!r} -> {put_path!r}")
+        ds["path"] = put_path
+        ds.pop("data_files", None)
+
+
+def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=False, eval_dataset=None):
     """Return (config, changes): the recipe with CPU overrides, and a list of what changed."""
     cfg = load_recipe(recipe)
     validate_recipe(recipe, cfg)
@@ -86,11 +95,11 @@ def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=Fal
     if any(tag in str(cfg.get("optimizer", "")) for tag in GPU_OPTIMIZERS):
         put("optimizer", "adamw_torch")
     if dataset:
-        for ds in cfg.get("datasets", []):
-            put_path = str(Path(dataset).resolve())
-            changes.append(f"datasets.path: {ds.get('path')!r} -> {put_path!r}")
-            ds["path"] = put_path
-            ds.pop("data_files", None)
+        _repoint(cfg, "datasets", dataset, changes)
+    if eval_dataset:
+        if not cfg.get("test_datasets"):
+            raise InputError("--eval-dataset needs a recipe with test_datasets", recipe, field="test_datasets")
+        _repoint(cfg, "test_datasets", eval_dataset, changes)
     if max_steps:
         put("max_steps", int(max_steps))
     if resume:
@@ -132,9 +141,10 @@ def train(config_path, log_path=None):
             log.close()
 
 
-def prepare_run(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False):
+def prepare_run(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False,
+                eval_dataset=None):
     """Write the CPU config next to the run's outputs; returns its path."""
-    cfg, changes = cpu_config(recipe, dataset, max_steps, output_dir, resume)
+    cfg, changes = cpu_config(recipe, dataset, max_steps, output_dir, resume, eval_dataset)
     out = Path(cfg["output_dir"])
     if (out / "adapter_config.json").exists() and not resume:
         check_output(out / "adapter_config.json", force)
@@ -146,9 +156,10 @@ def prepare_run(recipe, dataset=None, max_steps=None, output_dir=None, force=Fal
     return config_path
 
 
-def run_recipe(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False):
+def run_recipe(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False,
+               eval_dataset=None):
     """Train the recipe on CPU; returns the output dir holding the adapter."""
-    config_path = prepare_run(recipe, dataset, max_steps, output_dir, force, resume)
+    config_path = prepare_run(recipe, dataset, max_steps, output_dir, force, resume, eval_dataset)
     out = config_path.parent
     rc = train(config_path, out / ("resume.log" if resume else "train.log"))
     if rc != 0:
@@ -162,6 +173,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipes/<name>/<file>.yml")
     parser.add_argument("--dataset", help="train on this file instead (same type and field mappings)")
+    parser.add_argument("--eval-dataset", help="validate on this file instead (recipes with test_datasets)")
     parser.add_argument("--max-steps", type=int, help="cap the number of optimizer steps")
     parser.add_argument("--output-dir", help="default: outputs/cpu_runs/<recipe>/<file>")
     parser.add_argument("--dry-run", action="store_true", help="print the CPU config and stop")
@@ -170,11 +182,13 @@ def main(argv=None):
                         help="continue an interrupted run from its last checkpoint in the output dir")
     args = parser.parse_args(argv)
     if args.dry_run:
-        cfg, changes = cpu_config(args.recipe, args.dataset, args.max_steps, args.output_dir, args.resume)
+        cfg, changes = cpu_config(args.recipe, args.dataset, args.max_steps, args.output_dir, args.resume,
+                                    args.eval_dataset)
         print("\n".join(f"# {c}" for c in changes))
         print(yaml.safe_dump(cfg, sort_keys=False))
         return
-    out = run_recipe(args.recipe, args.dataset, args.max_steps, args.output_dir, args.force, args.resume)
+    out = run_recipe(args.recipe, args.dataset, args.max_steps, args.output_dir, args.force, args.resume,
+                     args.eval_dataset)
     print(f"adapter: {out}")
 
 

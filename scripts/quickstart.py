@@ -39,7 +39,7 @@ class Steps:
 def prepare(out):
     from data_tools.qa import convert_file
 
-    for split in ("train", "heldout"):
+    for split in ("train", "val", "heldout"):
         tally = convert_file(QA_DATA / f"qa_{split}.jsonl", out / "data" / f"{split}.jsonl", force=True)
         tally.report(f"data_tools.qa {split}")
     return out / "data" / "train.jsonl"
@@ -48,7 +48,8 @@ def prepare(out):
 def train(out, train_file, max_steps):
     from scripts.cpu_run import run_recipe
 
-    return run_recipe(RECIPE, dataset=train_file, max_steps=max_steps, output_dir=out / "adapter", force=True)
+    return run_recipe(RECIPE, dataset=train_file, eval_dataset=train_file.with_name("val.jsonl"),
+                      max_steps=max_steps, output_dir=out / "adapter", force=True)
 
 
 def evaluate(base, merged, out):
@@ -80,6 +81,32 @@ def llama_cpp_answer(gguf_path, question):
     return reply["choices"][0]["message"]["content"].strip()
 
 
+def vllm_answers(out, base, adapter, question):
+    """Serve base + adapter from one vLLM server, ask both the question, stop the server.
+    Returns {"base": text, "quickstart": text}, or None (with one line said) when vLLM is missing."""
+    from data_tools.qa import SYSTEM_PROMPT
+    from deploy import vllm
+    from deploy.vllm_server import Server, vllm_python
+
+    if vllm_python() is None:
+        print("   vLLM is not installed (scripts/setup.sh puts it in .cache/vllm): skipping this step")
+        return None
+    port = _free_port()
+    argv, _, _ = vllm.serve_argv(base, [f"quickstart={adapter}"], port=port, served_model_name="base",
+                                 extra=["--max-model-len", "2048"])
+    with Server(argv, out / "vllm" / "server.log", port=port) as server:
+        return {name: vllm.chat(server.base_url, name, question, SYSTEM_PROMPT, max_tokens=48, temperature=0.0)
+                .strip() for name in ("base", "quickstart")}
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def modelfile(out, gguf_path, merged):
     from deploy import ollama
 
@@ -98,7 +125,7 @@ def vllm_command(out, merged, adapter):
     return out / "serve-merged.sh", out / "serve-lora.sh"
 
 
-def summary_table(report, times, probe, answer, artifacts):
+def summary_table(report, times, probe, answer, artifacts, served=None):
     rows = [("metric", "base", "tuned")]
     for key, label in (("loss", "held-out loss (assistant tokens)"), ("ppl", "held-out perplexity"),
                        ("keyword_recall", "keyword recall"), ("rouge_l", "ROUGE-L"), ("bleu", "BLEU")):
@@ -107,7 +134,12 @@ def summary_table(report, times, probe, answer, artifacts):
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, width)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in width))
-    lines += ["", f"llama.cpp answer to {probe!r}:", f"  {answer}", "", "artifacts:"]
+    lines += ["", f"probe (held out): {probe!r}", f"  llama.cpp, tuned GGUF:  {answer}"]
+    if served:
+        lines += [f"  vLLM, base:             {served['base']}", f"  vLLM, LoRA quickstart:  {served['quickstart']}"]
+    else:
+        lines += ["  vLLM: not installed, not asked"]
+    lines += ["", "artifacts:"]
     lines += [f"  {name:<16} {path}" for name, path in artifacts.items()]
     lines += ["", "step times (s): " + ", ".join(f"{k} {v}" for k, v in times.items())]
     return "\n".join(lines)
@@ -123,7 +155,7 @@ def run(out, force=False, max_steps=None):
         shutil.rmtree(out)
     out.mkdir(parents=True)
     base = local_model(EMBEDDED)
-    steps = Steps(9)
+    steps = Steps(10)
     train_file = steps("prepare data with data_tools.qa", prepare, out)
     adapter = steps("train recipes/quickstart/lora-135m.yml with Axolotl on CPU", train, out, train_file, max_steps)
     steps("draw the training curves (eval.curves)", curves, adapter, out / "curves")
@@ -133,20 +165,22 @@ def run(out, force=False, max_steps=None):
     gguf_path = steps("export GGUF f16 (deploy.gguf)", export_gguf, merged, out / "gguf" / "quickstart-f16.gguf")
     probe = next(read_jsonl(QA_DATA / "qa_heldout.jsonl"))[1]["question"]
     answer = steps("answer a held-out question through llama.cpp", llama_cpp_answer, gguf_path, probe)
+    served = steps("serve base + adapter with vLLM and ask both the same question", vllm_answers, out, base,
+                   adapter, probe)
     model_file = steps("write an Ollama Modelfile", modelfile, out, gguf_path, merged)
     serve = steps("write the vLLM serve commands", vllm_command, out, merged, adapter)
     artifacts = {"data": out / "data", "adapter": adapter, "loss curve": out / "curves" / "loss.png",
                  "merged model": merged,
                  "eval report": out / "eval.json", "GGUF": gguf_path, "Modelfile": model_file,
                  "vLLM (merged)": serve[0], "vLLM (LoRA)": serve[1]}
-    text = summary_table(report, steps.times, probe, answer, artifacts)
+    text = summary_table(report, steps.times, probe, answer, artifacts, served)
     (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
     (out / "summary.md").write_text(f"# Quickstart run\n\n```\n{text}\n```\n\n![training loss](curves/loss.png)\n",
                                     encoding="utf-8")
     print("\n" + text)
     command = [line for line in serve[1].read_text().splitlines() if line and not line.startswith(("#", "set "))]
     print("\nvLLM multi-LoRA serve command (GPU machine; also in serve-lora.sh):\n" + "\n".join(command))
-    return report, answer
+    return report, answer, served
 
 
 def curves(adapter, target):

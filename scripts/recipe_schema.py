@@ -1,5 +1,6 @@
 """Axolotl 0.19's recipe schema, checked without loading a model or data: unknown keys (with the
 closest known one) and values of the wrong type, each reported with the recipe's file, line and key."""
+import copy
 import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -133,7 +134,7 @@ def check_types(check, cfg):
         if adapter is None:
             continue
         try:
-            adapter.validate_python(value)
+            adapter.validate_python(copy.deepcopy(value))  # Axolotl's validators edit dicts in place
         except Exception as err:
             message = validation_message(err)[0][1]
             check.error(key, f"wrong type: {message} (got {_short(value)})")

@@ -18,16 +18,17 @@ from common import ROOT
 from common.errors import cli
 from common.io import write_jsonl
 
-# (code, condition clause, answer keywords for code -> meaning)
+# (code, condition clause, answer keywords for code -> meaning). No code shares a digit with the
+# probe's E12: with E02 and E21 beside it, a 135M model mixed them up.
 ERROR_CODES = [
     ("E12", "the water tank is empty", ["water tank", "empty"]),
-    ("E21", "the boiler is overheating", ["boiler", "overheating"]),
-    ("E07", "the grinder is jammed", ["grinder", "jammed"]),
-    ("E33", "the drip tray is full", ["drip tray", "full"]),
-    ("E45", "descaling is overdue", ["descaling", "overdue"]),
-    ("E50", "the pump pressure is low", ["pump pressure", "low"]),
-    ("E18", "the CoreBrew unit is not seated correctly", ["CoreBrew", "not seated"]),
-    ("E02", "the milk line is blocked", ["milk line", "blocked"]),
+    ("E34", "the boiler is overheating", ["boiler", "overheating"]),
+    ("E56", "the grinder is jammed", ["grinder", "jammed"]),
+    ("E78", "the drip tray is full", ["drip tray", "full"]),
+    ("E90", "descaling is overdue", ["descaling", "overdue"]),
+    ("E47", "the pump pressure is low", ["pump pressure", "low"]),
+    ("E85", "the CoreBrew unit is not seated correctly", ["CoreBrew", "not seated"]),
+    ("E63", "the milk line is blocked", ["milk line", "blocked"]),
 ]
 # code -> meaning; the last two are the val and held-out phrasings
 FORWARD = ["What does error {c} mean?", "My Orbit-7 shows {c}. What is wrong?", "What is error code {c} on the Orbit-7?",
