@@ -592,11 +592,14 @@ def main(argv=None):
         return 0
 
     if args.command == "chat":
-        from openai import OpenAIError
+        from openai import APIConnectionError, OpenAIError
 
         try:
             print(chat(args.base_url, args.model, args.prompt, args.system, _api_key(args.api_key_env),
                        args.max_tokens, args.temperature))
+        except APIConnectionError as err:
+            print(f"error: cannot reach {args.base_url} ({err}): is the server running?", file=sys.stderr)
+            return 1
         except OpenAIError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -147,6 +148,22 @@ def test_runtime_load_unload_unknown_name_and_bad_path(server, adapters, tmp_pat
     assert health(server.base_url) and ask(server, "base").strip()
 
 
+def test_load_run_over_three_adapters_has_no_errors(server, adapters):
+    """48 requests at concurrency 16 (the 200-request run is `python -m scripts.bench.vllm_load`: about
+    150 s here, too long for the suite)."""
+    from scripts.bench.vllm_load import run_load
+
+    for name in ("load-a", "load-b"):
+        status, body = vllm.load_adapter(server.base_url, name, adapters["rslora" if name == "load-a" else "plain"])
+        assert status == 200, body
+    models = ["base", "plain", "load-a", "load-b"]
+    stats = run_load(server.base_url, models, requests=48, concurrency=16, max_tokens=8)
+    print(json.dumps(stats))  # p50/p95 latency and requests/s, shown with -s
+    assert stats["errors"] == 0, stats["error_samples"]
+    assert stats["per_model"] == {m: 12 for m in models}
+    assert health(server.base_url)
+
+
 def test_unservable_adapter_stops_the_server_at_start(smollm2, adapters, tmp_path):
     with pytest.raises(Exception, match="cannot be served"):  # the pre-flight check refuses first
         vllm.serve_argv(str(smollm2), [f"bad={adapters['lora-bias']}"])
@@ -178,6 +195,9 @@ def test_serve_cli_prints_the_endpoint_and_sigterm_stops_every_process(smollm2, 
         assert proc.wait(timeout=60) == 0
         assert not _alive(started), f"vLLM processes outlived the serve command: {started}"
         assert not health(f"http://127.0.0.1:{port}")
+        start = time.monotonic()  # a client of a stopped server fails fast, saying so
+        assert vllm.main(["chat", "--base-url", f"http://127.0.0.1:{port}", "--model", "plain", "hi"]) == 1
+        assert time.monotonic() - start < 10
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
