@@ -28,6 +28,15 @@ def vllm_python():
     return path if path.exists() else None
 
 
+def free_port():
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def has_gpu():
     return shutil.which("nvidia-smi") is not None
 
@@ -75,6 +84,7 @@ class Server:
         self.argv, self.log_path, self.timeout = list(argv), Path(log_path), timeout
         self.base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         self.env, self.progress, self.proc = server_env(runtime_lora, env), progress, None
+        self._ticks = 0  # progress calls; off a terminal only every 10th is printed
 
     def start(self):
         if health(self.base_url):
@@ -109,8 +119,8 @@ class Server:
         if self.progress is None:
             return
         if end == "\r" and not self.progress.isatty():
-            self._ticks = getattr(self, "_ticks", -1) + 1
-            if self._ticks % 10:
+            self._ticks += 1
+            if (self._ticks - 1) % 10:
                 return
             end = "\n"
         print(text.ljust(78), end=end, file=self.progress, flush=True)

@@ -86,25 +86,17 @@ def vllm_answers(out, base, adapter, question):
     Returns {"base": text, "quickstart": text}, or None (with one line said) when vLLM is missing."""
     from data_tools.qa import SYSTEM_PROMPT
     from deploy import vllm
-    from deploy.vllm_server import Server, vllm_python
+    from deploy.vllm_server import Server, free_port, vllm_python
 
     if vllm_python() is None:
         print("   vLLM is not installed (scripts/setup.sh puts it in .cache/vllm): skipping this step")
         return None
-    port = _free_port()
+    port = free_port()
     argv, _, _ = vllm.serve_argv(base, [f"quickstart={adapter}"], port=port, served_model_name="base",
                                  extra=["--max-model-len", "2048"])
     with Server(argv, out / "vllm" / "server.log", port=port) as server:
         return {name: vllm.chat(server.base_url, name, question, SYSTEM_PROMPT, max_tokens=48, temperature=0.0)
                 .strip() for name in ("base", "quickstart")}
-
-
-def _free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def modelfile(out, gguf_path, merged):

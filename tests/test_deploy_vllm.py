@@ -313,3 +313,28 @@ def test_chat_against_a_real_openai_compatible_server(llama_server, monkeypatch,
     monkeypatch.delenv("VLLM_API_KEY")
     assert vllm.main(["chat", "--base-url", llama_server, "--model", "smollm2", "--max-tokens", "4", "hi"]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+# --- the server wrapper, with stand-in commands (the real vLLM: tests/test_vllm_server.py) ---
+
+def test_server_wrapper_reports_exit_and_timeout_and_stops_the_whole_tree(tmp_path):
+    from deploy.vllm_server import Server, ServerError, _alive, descendants, free_port
+
+    failing = Server(["bash", "-c", "echo boom-in-log; exit 3"], tmp_path / "a.log", port=free_port(), timeout=20,
+                     progress=None)
+    with pytest.raises(ServerError, match="exited with 3(.|\n)*boom-in-log"):
+        failing.start()
+    # a server that never answers /health, with a child that leaves its process group
+    hanging = Server(["bash", "-c", "setsid sleep 300 & sleep 300"], tmp_path / "b.log", port=free_port(), timeout=4,
+                     progress=None)
+    real_stop = hanging.stop
+    seen = {}
+
+    def stop_and_record(grace=30):
+        seen["tree"] = descendants(hanging.proc.pid) | {hanging.proc.pid}
+        return real_stop(grace)
+
+    hanging.stop = stop_and_record
+    with pytest.raises(ServerError, match="not ready after 4 s"):
+        hanging.start()
+    assert len(seen["tree"]) >= 2 and not _alive(seen["tree"])

@@ -8,10 +8,10 @@ unknown adapter name, a bad adapter path (the server keeps serving after each), 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 import torch
@@ -20,16 +20,11 @@ from transformers import AutoModelForCausalLM
 
 from common import ROOT
 from deploy import vllm
-from deploy.vllm_server import Server, ServerError, _alive, _group_alive, descendants, health, vllm_python
+from deploy.vllm_server import (Server, ServerError, _alive, _group_alive, descendants, free_port, health,
+                                 vllm_python)
 
 pytestmark = pytest.mark.slow
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +95,7 @@ def ask(server, model, prompt="Say hello."):
 def test_base_and_start_time_adapter_answer(server):
     assert ask(server, "base").strip()
     assert ask(server, "plain").strip()
-    models = json.loads(__import__("urllib.request").request.urlopen(server.base_url + "/v1/models").read())
+    models = json.loads(urllib.request.urlopen(server.base_url + "/v1/models").read())
     assert {m["id"] for m in models["data"]} >= {"base", "plain"}
 
 
