@@ -57,7 +57,7 @@ def test_cpu_run_trains_a_recipe_and_writes_an_adapter(tmp_path, tinyllama):
                 {"role": "user", "content": f"What is {i} plus {i}?"},
                 {"role": "assistant", "content": f"{i + i}"}]}) + "\n")
     recipe = Path("recipes/quickstart/lora-135m.yml")
-    out = cpu_run.run_recipe(recipe, dataset=data, max_steps=2, output_dir=tmp_path / "run")
+    out = cpu_run.run_recipe(recipe, dataset=data, eval_dataset=data, max_steps=2, output_dir=tmp_path / "run")
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and set(adapter["target_modules"]) >= {"q_proj", "down_proj"}
     assert (out / "adapter_model.safetensors").stat().st_size > 0

@@ -25,7 +25,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     recipe_path.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "run"
 
-    config = cpu_run.prepare_run(recipe_path, dataset=data, max_steps=6, output_dir=out)
+    config = cpu_run.prepare_run(recipe_path, dataset=data, max_steps=6, output_dir=out, eval_dataset=data)
     env = {**os.environ, "TQDM_DISABLE": "1"}
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(cpu_run.launch_command(config), cwd=ROOT, env=env, stdout=log,
@@ -39,7 +39,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         proc.wait()
     assert not (out / "checkpoint-6").exists() and not (out / "adapter_model.safetensors").exists()
 
-    cpu_run.run_recipe(recipe_path, dataset=data, max_steps=6, output_dir=out, resume=True)
+    cpu_run.run_recipe(recipe_path, dataset=data, max_steps=6, output_dir=out, resume=True, eval_dataset=data)
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6 and state["max_steps"] == 6
     steps_logged = [e["step"] for e in state["log_history"] if "loss" in e]
