@@ -245,7 +245,7 @@ def test_vllm_merged_command_with_a_hostile_path_round_trips(tmp_path, tinyllama
     merged = copy_model(tinyllama, tmp_path / "merged $(touch pwned); `id` 'x'")
     assert vllm.main(["serve-command", "--merged", str(merged), "--served-model-name", "a b; rm -rf /"]) == 0
     argv = shlex.split(capsys.readouterr().out)
-    assert argv[:3] == ["vllm", "serve", str(merged.resolve())]
+    assert argv[3:5] == ["--model", str(merged.resolve())]
     assert argv[argv.index("--served-model-name") + 1] == "a b; rm -rf /"
     assert "--trust-remote-code" not in argv
 
@@ -269,11 +269,17 @@ def test_vllm_serve_command_binds_localhost_by_default(tmp_path, tinyllama, adap
 
 
 def test_nothing_in_the_repo_binds_all_interfaces_or_starts_a_server():
+    """Only deploy/vllm_server.py starts a server (vLLM, --host 127.0.0.1 unless told otherwise)."""
+    import inspect
+
+    from deploy.vllm_server import Server
+
+    assert inspect.signature(Server).parameters["host"].default == "127.0.0.1"
     found = []
     starts_server = re.compile(r"HTTPServer\(|serve_forever|uvicorn|llama_cpp\.server|socketserver|\.bind\(")
     for rel in repo_files(".py", ".sh", ".md", ".yml", ".yaml", ".json"):
-        if rel.parts[0] == "tests":
-            continue  # tests start local servers, on 127.0.0.1, to talk to
+        if rel.parts[0] == "tests" or rel.as_posix() == "deploy/vllm_server.py":
+            continue  # tests start local servers, on 127.0.0.1, to talk to; vllm_server is the one launcher
         text = (ROOT / rel).read_text(encoding="utf-8", errors="replace")
         if "0.0.0.0" in text:
             found.append(f"{rel}: 0.0.0.0")

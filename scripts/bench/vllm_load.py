@@ -1,4 +1,4 @@
-"""A bounded load run against an OpenAI-compatible server (vLLM, llama_cpp.server) on this machine.
+"""A bounded load run against an OpenAI-compatible server (vLLM, llama-cpp-python's) on this machine.
 
 N chat requests at a fixed concurrency, spread round-robin over the given model/adapter names, every
 other one streamed; prints errors, p50/p95 latency and requests/s.
