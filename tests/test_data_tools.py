@@ -275,7 +275,7 @@ def test_qa_cli_is_what_the_quickstart_runs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "data_tools.qa", str(src), "-o", str(dst)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "qa -> " in out.stderr and "kept 60 of 60" in out.stderr
+    assert "qa -> " in out.stderr and "kept 192 of 192" in out.stderr
     assert len(read(dst)) == 60
 
 
