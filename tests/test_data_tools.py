@@ -276,7 +276,7 @@ def test_qa_cli_is_what_the_quickstart_runs(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "qa -> " in out.stderr and "kept 192 of 192" in out.stderr
-    assert len(read(dst)) == 60
+    assert len(read(dst)) == 192
 
 
 def test_messages_record_rejects_bad_structures():
