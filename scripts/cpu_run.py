@@ -63,8 +63,24 @@ def _repoint(cfg, key, path, changes):
         ds.pop("data_files", None)
 
 
-def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=False, eval_dataset=None):
-    """Return (config, changes): the recipe with CPU overrides, and a list of what changed."""
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow")
+
+
+def check_local_files(recipe, cfg):
+    """A dataset file the recipe names must exist before Axolotl starts (it would fail deep inside)."""
+    for key in ("datasets", "test_datasets"):
+        for i, ds in enumerate(cfg.get(key) or []):
+            path = str(ds.get("path", ""))
+            if path.endswith(DATA_SUFFIXES) and not Path(path).exists():
+                flag = "--dataset" if key == "datasets" else "--eval-dataset"
+                raise InputError(f"{path} does not exist (run from the repo root, or pass {flag} FILE)",
+                                 recipe, field=f"{key}[{i}].path")
+
+
+def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=False, eval_dataset=None,
+               validate=True):
+    """Return (config, changes): the recipe with CPU overrides, and a list of what changed.
+    validate=False drops the recipe's validation set (benchmarks time training alone)."""
     cfg = load_recipe(recipe)
     validate_recipe(recipe, cfg)
     changes = []
@@ -100,6 +116,12 @@ def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=Fal
         if not cfg.get("test_datasets"):
             raise InputError("--eval-dataset needs a recipe with test_datasets", recipe, field="test_datasets")
         _repoint(cfg, "test_datasets", eval_dataset, changes)
+    if not validate:
+        for key in ("test_datasets", "eval_steps"):
+            if cfg.pop(key, None) is not None:
+                changes.append(f"{key}: dropped")
+        put("eval_strategy", "no")
+    check_local_files(recipe, cfg)
     if max_steps:
         put("max_steps", int(max_steps))
     if resume:

@@ -188,7 +188,9 @@ WRITERS = {
                       "dir/ab_scores.json"),
     "eval.ab judge": (["judge", "--sheet", "{dir}/sheet.csv", "--out", "{out}", "--model", "m",
                        "--base-url", "http://127.0.0.1:9/v1"], "file"),
-    "scripts.cpu_run": (["recipes/quickstart/lora-135m.yml", "--output-dir", "{out}", "--max-steps", "1"],
+    "scripts.cpu_run": (["recipes/quickstart/lora-135m.yml", "--output-dir", "{out}", "--max-steps", "1", "--dataset",
+                         "recipes/tinyllama-qa/data/train.messages.jsonl", "--eval-dataset",
+                         "recipes/tinyllama-qa/data/train.messages.jsonl"],
                         "dir/adapter_config.json"),
     "scripts.quickstart": (["--output-dir", "{out}", "--max-steps", "1"], "dir"),
 }

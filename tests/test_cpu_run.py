@@ -22,6 +22,7 @@ GPU_RECIPE = {
 def test_cpu_config_overrides_only_what_a_cpu_cannot_do(tmp_path, tinyllama):
     recipe = tmp_path / "qlora-1.1b.yml"
     recipe.write_text(yaml.safe_dump(GPU_RECIPE))
+    (tmp_path / "d.jsonl").write_text("")
     cfg, changes = cpu_run.cpu_config(recipe, dataset=tmp_path / "d.jsonl", max_steps=3)
     assert cfg["base_model"] == str(tinyllama)
     assert (cfg["adapter"], cfg["load_in_4bit"], cfg["bf16"], cfg["fp16"]) == ("lora", False, False, False)
@@ -64,3 +65,16 @@ def test_cpu_run_trains_a_recipe_and_writes_an_adapter(tmp_path, tinyllama):
     log = (out / "train.log").read_text()
     assert re.search(r"'train_loss': '?[0-9.]+", log)
     assert yaml.safe_load((out / "cpu_config.yml").read_text())["max_steps"] == 2
+
+
+def test_missing_validation_file_is_named_before_axolotl_starts(tmp_path):
+    recipe = yaml.safe_load(Path("recipes/quickstart/lora-135m.yml").read_text())
+    recipe["test_datasets"][0]["path"] = str(tmp_path / "gone" / "val.jsonl")
+    path = tmp_path / "lora-135m.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    data = Path("recipes/tinyllama-qa/data/train.messages.jsonl")
+    with pytest.raises(InputError) as err:
+        cpu_run.cpu_config(path, dataset=data)
+    assert err.value.field == "test_datasets[0].path" and "--eval-dataset" in str(err.value)
+    cfg, changes = cpu_run.cpu_config(path, dataset=data, validate=False)
+    assert "test_datasets" not in cfg and cfg["eval_strategy"] == "no" and "test_datasets: dropped" in changes

@@ -194,8 +194,9 @@ def test_no_token_or_secret_in_any_recipe():
 
 def test_cpu_run_config_and_dry_run_never_hold_the_token(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    config = cpu_run.prepare_run(ROOT / "recipes" / "quickstart" / "lora-135m.yml", max_steps=1,
-                                 output_dir=tmp_path / "run")
+    data = ROOT / "recipes" / "tinyllama-qa" / "data" / "train.messages.jsonl"
+    config = cpu_run.prepare_run(ROOT / "recipes" / "quickstart" / "lora-135m.yml", dataset=data, eval_dataset=data,
+                                 max_steps=1, output_dir=tmp_path / "run")
     assert config.exists() and FAKE_TOKEN not in config.read_text()
     cpu_run.main([str(ROOT / "recipes" / "tinyllama-qa" / "qlora-1.1b.yml"), "--dry-run"])
     captured = capsys.readouterr()
@@ -205,7 +206,9 @@ def test_cpu_run_config_and_dry_run_never_hold_the_token(tmp_path, monkeypatch, 
 def test_cpu_run_train_log_never_holds_the_token(tmp_path, monkeypatch):
     """A real launch (accelerate + Axolotl) that stops at its data: its config and train.log hold no token."""
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    config = cpu_run.prepare_run(ROOT / "recipes" / "quickstart" / "lora-135m.yml", dataset=tmp_path / "none.jsonl",
+    bad = tmp_path / "no_messages.jsonl"
+    bad.write_text('{"text": "no messages field"}\n')
+    config = cpu_run.prepare_run(ROOT / "recipes" / "quickstart" / "lora-135m.yml", dataset=bad, eval_dataset=bad,
                                  max_steps=1, output_dir=tmp_path / "run")
     assert cpu_run.train(config, tmp_path / "run" / "train.log") != 0
     log = (tmp_path / "run" / "train.log").read_text()

@@ -98,7 +98,7 @@ def run(names, work, times=1, limit=None):
         lengths = real_tokens(data)
         real = sum(min(n, SEQ) for n in lengths)
         out = work / f"packed-{name}"
-        cfg, _ = cpu_run.cpu_config(RECIPE, dataset=data, output_dir=out)
+        cfg, _ = cpu_run.cpu_config(RECIPE, dataset=data, output_dir=out, validate=False)
         cfg.update(sample_packing=True, pad_to_sequence_len=True, sequence_len=SEQ, micro_batch_size=1,
                    gradient_accumulation_steps=1, num_epochs=1, logging_steps=1, save_strategy="no",
                    warmup_ratio=0.0, max_steps=None)
