@@ -244,8 +244,8 @@ def test_rpg_fixed_system_prompt_and_numeric_output(tmp_path, capsys):
 
 SAMPLES = [(alpaca, "tinyllama-alpaca/data/alpaca_train.jsonl", 60),
            (alpaca, "tinyllama-alpaca/data/alpaca_heldout.jsonl", 15),
-           (qa, "tinyllama-qa/data/qa_train.jsonl", 192),
-           (qa, "tinyllama-qa/data/qa_heldout.jsonl", 32),
+           (qa, "tinyllama-qa/data/qa_train.jsonl", 176),
+           (qa, "tinyllama-qa/data/qa_heldout.jsonl", 26),
            (rpg, "tinyllama-rpg/data/rpg_train.jsonl", 60),
            (rpg, "tinyllama-rpg/data/rpg_heldout.jsonl", 15),
            (sharegpt, "llama3-character-chat/data/sharegpt_train.jsonl", 50),
@@ -275,8 +275,8 @@ def test_qa_cli_is_what_the_quickstart_runs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "data_tools.qa", str(src), "-o", str(dst)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "qa -> " in out.stderr and "kept 192 of 192" in out.stderr
-    assert len(read(dst)) == 192
+    assert "qa -> " in out.stderr and "kept 176 of 176" in out.stderr
+    assert len(read(dst)) == 176
 
 
 def test_messages_record_rejects_bad_structures():

@@ -35,8 +35,8 @@ def test_recipe_gives_tokenizer_template_and_sequence_len(smollm2, tmp_path, cap
     recipe = ROOT / "recipes/quickstart/lora-135m.yml"
     stats.main([str(data), "--recipe", str(recipe), "--json", str(tmp_path / "s.json")])
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["count"] == 192 and summary["sequence_len"] == 256 and summary["over_sequence_len"] == 0
-    assert summary["roles"] == {"system": 192, "user": 192, "assistant": 192}
+    assert summary["count"] == 176 and summary["sequence_len"] == 256 and summary["over_sequence_len"] == 0
+    assert summary["roles"] == {"system": 176, "user": 176, "assistant": 176}
     assert summary["chat_template"] == "tokenizer_default" and summary["tokenizer"].endswith("smollm2-135m-instruct")
 
 

@@ -23,3 +23,11 @@ def test_qa_splits_share_facts_but_no_question():
         assert r["answer"] in trained_answers
         assert all(k.lower() in r["answer"].lower() for k in r["answer_keywords"])
     assert rows["heldout"][0]["question"] == "What does error E12 indicate?"  # the quickstart's probe
+
+
+def test_qa_training_messages_are_the_converted_training_split(tmp_path):
+    from data_tools.qa import convert_file
+
+    convert_file(QA_DIR / "qa_train.jsonl", tmp_path / "train.messages.jsonl")
+    assert (tmp_path / "train.messages.jsonl").read_bytes() == (QA_DIR / "train.messages.jsonl").read_bytes(), \
+        "rerun the converter (recipes/tinyllama-qa/README.md)"

@@ -18,28 +18,31 @@ from common import ROOT
 from common.errors import cli
 from common.io import write_jsonl
 
-# (code, condition clause, answer keywords for code -> meaning). No code shares a digit with the
-# probe's E12: with E02 and E21 beside it, a 135M model mixed them up.
+# (code, condition clause, answer keywords for code -> meaning). Five codes, no two sharing a digit:
+# with E02 and E21 beside the probe's E12 a 135M model mixed them up, and with eight codes one run
+# in CI answered E12 with E78's meaning.
 ERROR_CODES = [
     ("E12", "the water tank is empty", ["water tank", "empty"]),
     ("E34", "the boiler is overheating", ["boiler", "overheating"]),
     ("E56", "the grinder is jammed", ["grinder", "jammed"]),
     ("E78", "the drip tray is full", ["drip tray", "full"]),
     ("E90", "descaling is overdue", ["descaling", "overdue"]),
-    ("E47", "the pump pressure is low", ["pump pressure", "low"]),
-    ("E85", "the CoreBrew unit is not seated correctly", ["CoreBrew", "not seated"]),
-    ("E63", "the milk line is blocked", ["milk line", "blocked"]),
 ]
 # code -> meaning; the last two are the val and held-out phrasings
 FORWARD = ["What does error {c} mean?", "My Orbit-7 shows {c}. What is wrong?", "What is error code {c} on the Orbit-7?",
            "The display says {c}. What does that mean?", "Explain the {c} error.", "Why is my machine showing {c}?",
-           "What problem does code {c} point to?",
+           "What problem does code {c} point to?", "What is the meaning of {c} on the Orbit-7?",
+           "Error {c} just appeared. What does it mean?", "What does the code {c} tell me?",
+           "My coffee machine displays {c}. Why?",
            "I see {c} on the screen of my coffee machine, what happened?", "What does error {c} indicate?"]
 # meaning -> code
 REVERSE = ["Which error code means {m}?", "What code does the Orbit-7 show when {m}?", "Which error appears when {m}?",
            "What error will I see if {m}?", "What is the error code for when {m}?",
            "If {m}, which code comes up on the display?", "What error code does the Orbit-7 display when {m}?"]
 ERROR_ANSWERS = ["Error {c} means {m}.", "{c} means {m}.", "The Orbit-7 shows {c} when {m}."]
+# meaning -> code answers name the code only: one that repeated the meaning would teach copying it
+# from the question, not recalling it from the code (forward answers then drifted to one meaning)
+CODE_ANSWERS = ["That is error {c}.", "The Orbit-7 shows {c}.", "Error code {c}."]
 
 # (keywords, questions: training ones then the val and held-out phrasings, answers)
 FACTS = [
@@ -173,8 +176,8 @@ def records():
                                "answer_keywords": keywords})
 
     for code, meaning, keywords in ERROR_CODES:
-        answers = [a.format(c=code, m=meaning) for a in ERROR_ANSWERS]
-        for template, kw in ((FORWARD, keywords), (REVERSE, [code])):
+        for template, answer_templates, kw in ((FORWARD, ERROR_ANSWERS, keywords), (REVERSE, CODE_ANSWERS, [code])):
+            answers = [a.format(c=code, m=meaning) for a in answer_templates]
             for split, questions in _split([t.format(c=code, m=meaning) for t in template]).items():
                 add(split, questions, answers, kw)
     for keywords, questions, answers in FACTS:
