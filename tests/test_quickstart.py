@@ -30,6 +30,18 @@ def test_fine_tune_improves_held_out_loss_and_keyword_recall(run):
     assert json.loads((out / "eval.json").read_text())["tuned"]["loss"] == tuned["loss"]
 
 
+def test_every_held_out_error_code_is_recalled_from_its_code(run):
+    """The code -> meaning questions: the meaning is nowhere in the question, only the code."""
+    from scripts.samples.qa import ERROR_CODES
+
+    _, report, _, _ = run
+    meanings = {code: keywords for code, _, keywords in ERROR_CODES}
+    items = [i for i in report["tuned"]["items"] if i["keywords"] in meanings.values()]
+    assert len(items) == len(ERROR_CODES)
+    wrong = [(i["question"], i["output"]) for i in items if i["keyword_recall"] < 1]
+    assert not wrong
+
+
 def test_probe_is_answered_correctly_by_llama_cpp_and_vllm(run):
     out, _, answer, served = run
     probe = (out / "data" / "heldout.jsonl").read_text().splitlines()[0]
