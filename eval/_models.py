@@ -1,5 +1,7 @@
 """Shared by the eval helpers: load a model (HF directory with an optional PEFT adapter, or a GGUF
-file through llama.cpp), generate with its chat template, and the --model/--adapter CLI arguments.
+file through llama.cpp) or reach one served by an OpenAI-compatible endpoint (vLLM, llama_cpp.server;
+--base-url, --model is then a served name such as an adapter's), generate with its chat template, and
+the --model/--adapter/--base-url CLI arguments.
 
 Loading is safe by default: never trust_remote_code, safetensors only; pickle weights (`*.bin`)
 are refused unless allow_pickle is set (--allow-pickle).
@@ -7,6 +9,7 @@ are refused unless allow_pickle is set (--allow-pickle).
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -245,12 +248,81 @@ class GGUFGenerator:
         return outputs
 
 
+class EndpointGenerator:
+    """A model served by an OpenAI-compatible endpoint, called by its served name (e.g. a LoRA adapter's
+    name on a vLLM server): the evaluation sees exactly what users of the server get. The server applies
+    the chat template. Requests run `concurrency` at a time."""
+
+    kind = "endpoint"
+
+    def __init__(self, base_url, model, api_key=None, concurrency=8, timeout=300):
+        from openai import APIConnectionError, OpenAI, OpenAIError
+
+        url = base_url.rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise InputError(f"{base_url!r}: expected an http:// or https:// URL", field="base-url")
+        self.base_url = url if url.endswith("/v1") else url + "/v1"
+        self.model_dir, self.adapter, self.concurrency = model, None, max(1, concurrency)
+        self.name = f"{model} @ {self.base_url}"
+        self.client = OpenAI(base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+                             timeout=timeout, max_retries=0)
+        try:
+            served = [m.id for m in self.client.models.list()]
+        except APIConnectionError:
+            raise InputError(f"cannot reach {self.base_url}: is the server running?", field="base-url") from None
+        except OpenAIError as err:
+            raise InputError(f"{self.base_url}: {err}", field="base-url") from None
+        if model not in served:
+            raise InputError(f"{self.base_url} serves no model {model!r}; it serves: {', '.join(served)}",
+                             field="model")
+
+    @contextlib.contextmanager
+    def base(self):
+        raise InputError("--compare-base needs a local --adapter; with --base-url give the base's served "
+                         "name as another --model")
+        yield  # pragma: no cover
+
+    def _one(self, messages, max_new_tokens, temperature, top_p, seed):
+        from openai import APIConnectionError, OpenAIError
+
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.model_dir, messages=messages, max_tokens=max_new_tokens,
+                temperature=float(temperature or 0.0), top_p=float(top_p), seed=seed)
+        except APIConnectionError:
+            raise InputError(f"lost {self.base_url} (is the server still running?)", field="base-url") from None
+        except OpenAIError as err:
+            raise InputError(f"{self.base_url}: {err}", field="model") from None
+        return (reply.choices[0].message.content or "").strip()
+
+    def generate(self, list_of_messages, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, progress=None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        outputs = [None] * len(list_of_messages)
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            futures = [pool.submit(self._one, m, max_new_tokens, temperature, top_p, seed) for m in list_of_messages]
+            for n, (i, future) in enumerate(enumerate(futures), 1):
+                outputs[i] = future.result()
+                if progress:
+                    progress(n, len(futures))
+        return outputs
+
+
 def is_gguf(path):
     return str(path).lower().endswith(".gguf")
 
 
-def resolve_model(model, adapter):
-    """The base model path: --model, or the base named in the adapter's config when --model is left out."""
+def resolve_model(model, adapter, base_url=None):
+    """The base model path: --model, or the base named in the adapter's config when --model is left out.
+    With an endpoint (base_url), --model is a served model name and --adapter does not apply."""
+    if base_url:
+        if adapter:
+            raise InputError("--adapter is a local directory; with --base-url give the adapter's served name "
+                             "as --model", field="adapter")
+        if not model:
+            raise InputError("with --base-url, give --model: a name the server serves (GET /v1/models)",
+                             field="model")
+        return model
     if model is None:
         if adapter is None:
             raise InputError("give --model (an HF model directory or a .gguf file)")
@@ -261,9 +333,13 @@ def resolve_model(model, adapter):
     return model
 
 
-def open_generator(model, adapter=None, allow_pickle=False, device="auto", batch_size=8, n_ctx=2048):
-    """An HFGenerator or GGUFGenerator for `model` (a .gguf path picks llama.cpp)."""
-    model = resolve_model(model, adapter)
+def open_generator(model, adapter=None, allow_pickle=False, device="auto", batch_size=8, n_ctx=2048,
+                   base_url=None):
+    """An HFGenerator or GGUFGenerator for `model` (a .gguf path picks llama.cpp), or with base_url an
+    EndpointGenerator for the served model named `model` (batch_size requests at a time)."""
+    model = resolve_model(model, adapter, base_url)
+    if base_url:
+        return EndpointGenerator(base_url, model, concurrency=batch_size)
     if is_gguf(model):
         if adapter:
             raise InputError("--adapter applies to HF models; merge it into the GGUF instead", model)
@@ -288,9 +364,11 @@ class _ModelAction(argparse.Action):
         setattr(namespace, self.dest, specs)
 
 
-def add_model_args(parser, multi=False, gguf=True):
-    """--model/--adapter (repeatable when multi), --allow-pickle, --device, --batch-size."""
-    what = "HF model directory" + (" or .gguf file" if gguf else "")
+def add_model_args(parser, multi=False, gguf=True, endpoint=True):
+    """--model/--adapter (repeatable when multi), --allow-pickle, --device, --batch-size, and --base-url
+    (unless endpoint is False)."""
+    what = "HF model directory" + (" or .gguf file" if gguf else "") + (
+        " (with --base-url: a served model name, e.g. an adapter's)" if endpoint else "")
     if multi:
         parser.add_argument("--model", dest="models", action=_ModelAction, metavar="PATH",
                             help=f"{what}; repeat to evaluate several models")
@@ -303,12 +381,18 @@ def add_model_args(parser, multi=False, gguf=True):
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow pickle weights (*.bin); they can run code when loaded")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="generation batch size, or requests at a time with --base-url (default 8)")
+    if endpoint:
+        parser.add_argument("--base-url", metavar="URL",
+                            help="an OpenAI-compatible endpoint (vLLM, llama_cpp.server), e.g. http://127.0.0.1:8000/v1; "
+                                 "the API key is read from $OPENAI_API_KEY")
 
 
 def model_specs(args):
     """[(model, adapter)] from add_model_args(multi=True)."""
-    specs = [(resolve_model(s["model"], s["adapter"]), s["adapter"]) for s in (args.models or [])]
+    base_url = getattr(args, "base_url", None)
+    specs = [(resolve_model(s["model"], s["adapter"], base_url), s["adapter"]) for s in (args.models or [])]
     if not specs:
         raise InputError("give at least one --model (or --adapter)")
     return specs

@@ -179,9 +179,10 @@ def generate_reports(args):
     items = batch.read_prompts(args.prompts, args.limit, args.system)
     reports = []
     for side in "ab":
-        model = _models.resolve_model(getattr(args, f"model_{side}"), getattr(args, f"adapter_{side}"))
+        model = _models.resolve_model(getattr(args, f"model_{side}"), getattr(args, f"adapter_{side}"), args.base_url)
         adapter = getattr(args, f"adapter_{side}")
-        gen = _models.open_generator(model, adapter, args.allow_pickle, args.device, args.batch_size)
+        gen = _models.open_generator(model, adapter, args.allow_pickle, args.device, args.batch_size,
+                                     base_url=args.base_url)
         settings = {"model": str(model), "adapter": adapter, "backend": gen.kind, "temperature": args.temperature,
                     "top_p": args.top_p, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
                     "system": args.system, "prompts": args.prompts}
@@ -439,8 +440,11 @@ def main(argv=None):
     mk.add_argument("--b", help="batch report of model B, same prompts")
     mk.add_argument("--prompts", help="or: a prompt file to run both models on")
     for side in "ab":
-        mk.add_argument(f"--model-{side}", help=f"model {side.upper()}: HF directory or .gguf")
+        mk.add_argument(f"--model-{side}", help=f"model {side.upper()}: HF directory or .gguf (with --base-url: "
+                                               "a served model name)")
         mk.add_argument(f"--adapter-{side}", help=f"PEFT adapter of model {side.upper()}")
+    mk.add_argument("--base-url", metavar="URL", help="generate through this OpenAI-compatible endpoint (vLLM, "
+                    "llama_cpp.server): --model-a/--model-b are served names, e.g. two adapters")
     mk.add_argument("--name-a", help="name of model A in the key and scores (default: model + adapter)")
     mk.add_argument("--name-b", help="name of model B")
     mk.add_argument("--system", help="system prompt for every prompt (with --prompts)")

@@ -99,9 +99,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_output(args.out, args.force)
     items = read_prompts(args.prompts, args.limit, args.system)
-    model = _models.resolve_model(args.model, args.adapter)
+    model = _models.resolve_model(args.model, args.adapter, args.base_url)
     generator = _models.open_generator(model, args.adapter, args.allow_pickle, args.device, args.batch_size,
-                                       args.n_ctx)
+                                       args.n_ctx, base_url=args.base_url)
     settings = {"model": str(model), "adapter": args.adapter, "backend": generator.kind,
                 "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                 "max_new_tokens": args.max_new_tokens, "system": args.system, "prompts": args.prompts}

@@ -83,7 +83,8 @@ def main(argv=None):
             raise InputError("give --system or --system-file, not both")
         with open(args.system_file, encoding="utf-8") as fh:
             system = fh.read().strip()
-    generator = _models.open_generator(args.model, args.adapter, args.allow_pickle, args.device, 1, args.n_ctx)
+    generator = _models.open_generator(args.model, args.adapter, args.allow_pickle, args.device, 1, args.n_ctx,
+                                       base_url=args.base_url)
     return chat(generator, system, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                 top_p=args.top_p, seed=args.seed, max_turns=args.max_turns, name=args.name)
 

@@ -157,7 +157,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m eval.perplexity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="held-out JSONL (messages or another known format)")
-    _models.add_model_args(parser, multi=True, gguf=False)
+    _models.add_model_args(parser, multi=True, gguf=False, endpoint=False)
     parser.add_argument("--compare-base", action="store_true",
                         help="also score each adapter's base model (adapter disabled), side by side")
     parser.add_argument("--limit", type=int, help="only the first N records")

@@ -126,8 +126,9 @@ def main(argv=None):
         raise InputError("--only-extra needs --prompts with at least one prompt")
     prompts = extra if args.only_extra else PROMPTS + extra
     markers = MARKERS + (read_lines(args.markers) if args.markers else [])
-    model = _models.resolve_model(args.model, args.adapter)
-    gen = _models.open_generator(model, args.adapter, args.allow_pickle, args.device, args.batch_size, args.n_ctx)
+    model = _models.resolve_model(args.model, args.adapter, args.base_url)
+    gen = _models.open_generator(model, args.adapter, args.allow_pickle, args.device, args.batch_size, args.n_ctx,
+                                 base_url=args.base_url)
     result = run(gen, system, prompts, markers, args.max_new_tokens, args.temperature,
                  _models.stderr_progress("redteam"))
     result = {"model": str(model), "adapter": args.adapter, "system": system, "max_new_tokens": args.max_new_tokens,

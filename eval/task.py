@@ -160,13 +160,14 @@ def main(argv=None):
 
     runs = []
     for model_dir, adapter in specs:
-        gen = _models.open_generator(model_dir, adapter, args.allow_pickle, args.device, args.batch_size)
+        gen = _models.open_generator(model_dir, adapter, args.allow_pickle, args.device, args.batch_size,
+                                     base_url=args.base_url)
         if args.compare_base and adapter:
             with gen.base():
                 runs.append({"label": "base", "name": gen.name, "model": str(model_dir), "adapter": None,
                              "scores": run_task(args.task, gen, records, max_new, args.system,
                                                 _models.stderr_progress(f"{args.task} base"))})
-        label = "tuned" if adapter else "model"
+        label = "tuned" if adapter else (str(model_dir) if args.base_url else "model")
         if any(r["label"] == label for r in runs):
             label = f"{label}{len(runs) + 1}"
         runs.append({"label": label, "name": gen.name, "model": str(model_dir), "adapter": adapter,
