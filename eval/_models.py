@@ -1,5 +1,5 @@
 """Shared by the eval helpers: load a model (HF directory with an optional PEFT adapter, or a GGUF
-file through llama.cpp) or reach one served by an OpenAI-compatible endpoint (vLLM, llama_cpp.server;
+file through llama.cpp) or reach one served by an OpenAI-compatible endpoint (vLLM, llama.cpp's server;
 --base-url, --model is then a served name such as an adapter's), generate with its chat template, and
 the --model/--adapter/--base-url CLI arguments.
 
@@ -385,7 +385,7 @@ def add_model_args(parser, multi=False, gguf=True, endpoint=True):
                         help="generation batch size, or requests at a time with --base-url (default 8)")
     if endpoint:
         parser.add_argument("--base-url", metavar="URL",
-                            help="an OpenAI-compatible endpoint (vLLM, llama_cpp.server), e.g. http://127.0.0.1:8000/v1; "
+                            help="an OpenAI-compatible endpoint (vLLM, llama.cpp's server), e.g. http://127.0.0.1:8000/v1; "
                                  "the API key is read from $OPENAI_API_KEY")
 
 

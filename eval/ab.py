@@ -444,7 +444,7 @@ def main(argv=None):
                                                "a served model name)")
         mk.add_argument(f"--adapter-{side}", help=f"PEFT adapter of model {side.upper()}")
     mk.add_argument("--base-url", metavar="URL", help="generate through this OpenAI-compatible endpoint (vLLM, "
-                    "llama_cpp.server): --model-a/--model-b are served names, e.g. two adapters")
+                    "llama.cpp's server): --model-a/--model-b are served names, e.g. two adapters")
     mk.add_argument("--name-a", help="name of model A in the key and scores (default: model + adapter)")
     mk.add_argument("--name-b", help="name of model B")
     mk.add_argument("--system", help="system prompt for every prompt (with --prompts)")
