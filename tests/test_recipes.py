@@ -210,8 +210,9 @@ def test_variant_runs_as_its_base_on_cpu(variant, tmp_path):
 
 
 def test_quickstart_recipe_is_valid_on_cpu(tmp_path):
-    cfg = _cpu_cfg(QUICKSTART, tmp_path)
-    cfg["datasets"][0]["path"] = str(ROOT / "recipes/tinyllama-qa/data/train.messages.jsonl")
+    data = ROOT / "recipes/tinyllama-qa/data/train.messages.jsonl"  # outputs/quickstart/data is made by the run
+    cfg, _ = cpu_run.cpu_config(ROOT / QUICKSTART, dataset=data, eval_dataset=data, max_steps=2,
+                                output_dir=tmp_path / "quickstart")
     assert _axolotl_validates(cfg).datasets[0]["type"] == "chat_template"
 
 
