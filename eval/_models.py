@@ -258,10 +258,9 @@ class EndpointGenerator:
     def __init__(self, base_url, model, api_key=None, concurrency=8, timeout=300):
         from openai import APIConnectionError, OpenAI, OpenAIError
 
-        url = base_url.rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise InputError(f"{base_url!r}: expected an http:// or https:// URL", field="base-url")
-        self.base_url = url if url.endswith("/v1") else url + "/v1"
+        from deploy.vllm import _api_root
+
+        self.base_url = _api_root(base_url) + "/v1"  # with or without /v1, as deploy.vllm takes it
         self.model_dir, self.adapter, self.concurrency = model, None, max(1, concurrency)
         self.name = f"{model} @ {self.base_url}"
         self.client = OpenAI(base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
