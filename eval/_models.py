@@ -297,13 +297,13 @@ class EndpointGenerator:
     def generate(self, list_of_messages, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, progress=None):
         from concurrent.futures import ThreadPoolExecutor
 
-        outputs = [None] * len(list_of_messages)
+        outputs = []
         with ThreadPoolExecutor(self.concurrency) as pool:
             futures = [pool.submit(self._one, m, max_new_tokens, temperature, top_p, seed) for m in list_of_messages]
-            for n, (i, future) in enumerate(enumerate(futures), 1):
-                outputs[i] = future.result()
+            for future in futures:  # in input order
+                outputs.append(future.result())
                 if progress:
-                    progress(n, len(futures))
+                    progress(len(outputs), len(futures))
         return outputs
 
 

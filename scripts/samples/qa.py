@@ -19,8 +19,8 @@ from common.errors import cli
 from common.io import write_jsonl
 
 # (code, condition clause, answer keywords for code -> meaning). Five codes, no two sharing a digit:
-# with E02 and E21 beside the probe's E12 a 135M model mixed them up, and with eight codes one run
-# in CI answered E12 with E78's meaning.
+# with E02 and E21 beside the probe's E12 a 135M model mixed them up. (E12 answered with E78's
+# meaning, in CI, came from the reverse answers: see CODE_ANSWERS.)
 ERROR_CODES = [
     ("E12", "the water tank is empty", ["water tank", "empty"]),
     ("E34", "the boiler is overheating", ["boiler", "overheating"]),
