@@ -129,24 +129,34 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace=30):
-        """SIGTERM to the process group, SIGKILL after `grace` s, until every process the server started
-        (its group and any descendant that left it, such as the engine core) is gone. Returns the exit code."""
+        """SIGTERM to the API server alone (vLLM then stops its engine core and workers in order); once it
+        has exited, or after `grace` s, SIGTERM and then SIGKILL to the process group and every descendant
+        that left it, until every process the server started is gone. Returns the exit code.
+
+        Signalling the whole group at once gave the workers SIGTERM in the middle of vLLM's own teardown
+        (which force-kills them), a race that could leave a traceback in the server log."""
         if self.proc is None:
             return None
         pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
         started = descendants(pgid) | {pgid}
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
-            for pid in [pgid] + sorted(started - {pgid}):
-                try:
-                    (os.killpg if pid == pgid else os.kill)(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            deadline = time.time() + wait
-            while time.time() < deadline and (_group_alive(pgid) or _alive(started)):
+        gone = lambda: not (_group_alive(pgid) or _alive(started))  # noqa: E731
+        _signal(pgid, signal.SIGTERM)
+        deadline = time.time() + grace
+        while time.time() < deadline and self.proc.poll() is None:
+            time.sleep(0.2)
+        deadline = time.time() + 5  # the leader is gone: its children follow within moments
+        while time.time() < deadline and not gone():
+            time.sleep(0.2)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if gone():
+                break
+            _signal(pgid, sig, group=True)
+            for pid in started - {pgid}:
+                _signal(pid, sig)
+            deadline = time.time() + 10
+            while time.time() < deadline and not gone():
                 self.proc.poll()
                 time.sleep(0.2)
-            if not (_group_alive(pgid) or _alive(started)):
-                break
         return self.proc.wait()
 
     def __enter__(self):
@@ -154,6 +164,13 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _signal(pid, sig, group=False):
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _stat(pid):

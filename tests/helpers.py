@@ -16,3 +16,15 @@ def make_adapter(base, out, r=8, alpha=16, targets=("q_proj", "k_proj", "v_proj"
                 param.normal_(0, 0.05)
     peft_model.save_pretrained(out)
     return out
+
+
+def vllm_log_tracebacks(text):
+    """The tracebacks in a vLLM server log, less the one of vLLM 0.32's own shutdown race
+    (vllm-project/vllm#48745: during a graceful SIGTERM shutdown AsyncLLM's output handler may log an
+    EngineDeadError with its traceback). Before the first "[shutdown]" line every traceback counts."""
+    serving, _, stopping = text.partition("[shutdown]")
+    race = [line for line in stopping.splitlines() if "ERROR" in line and "[async_llm.py:" in line]
+    if not any("EngineDeadError" in line for line in race):
+        race = []
+    rest = [line for line in stopping.splitlines() if line not in race]
+    return serving.count("Traceback") + sum(line.count("Traceback") for line in rest)

@@ -338,3 +338,17 @@ def test_server_wrapper_reports_exit_and_timeout_and_stops_the_whole_tree(tmp_pa
     with pytest.raises(ServerError, match="not ready after 4 s"):
         hanging.start()
     assert len(seen["tree"]) >= 2 and not _alive(seen["tree"])
+
+
+def test_vllm_log_check_forgives_only_the_known_shutdown_race():
+    from tests.helpers import vllm_log_tracebacks
+
+    race = ("(APIServer pid=1) ERROR 12-04 [async_llm.py:906] AsyncLLM output_handler failed.\n"
+            "(APIServer pid=1) ERROR 12-04 [async_llm.py:906] Traceback (most recent call last):\n"
+            "(APIServer pid=1) ERROR 12-04 [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: x\n")
+    serving = "INFO ready\n"
+    assert vllm_log_tracebacks(serving + "INFO [shutdown] API server: shutdown triggered\n" + race) == 0
+    assert vllm_log_tracebacks(serving + race + "INFO [shutdown] API server: shutdown triggered\n") == 1
+    other = "Traceback (most recent call last):\nValueError: boom\n"
+    assert vllm_log_tracebacks(serving + "INFO [shutdown] x\n" + race + other) == 1
+    assert vllm_log_tracebacks(serving + other) == 1
