@@ -24,11 +24,16 @@ def to_messages(record, file=None, line=None):
     return messages_record([(USER, task), (ASSISTANT, output)], SYSTEM_PROMPT, file, line)
 
 
+def convert_file(src, dst, force=False, skip_invalid=False):
+    """Convert an RPG task JSONL file to messages JSONL atomically; returns the Tally."""
+    return convert_jsonl(src, dst, lambda rec, file, line: to_messages(rec, file, line),
+                         force=force, skip_invalid=skip_invalid)
+
+
 @cli
 def main(argv=None):
     args = parser("data_tools.rpg", __doc__).parse_args(argv)
-    tally = convert_jsonl(args.src, args.output, lambda rec, file, line: to_messages(rec, file, line),
-                          force=args.force, skip_invalid=args.skip_invalid)
+    tally = convert_file(args.src, args.output, args.force, args.skip_invalid)
     tally.report(f"rpg -> {args.output}", sys.stderr)
 
 

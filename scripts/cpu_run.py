@@ -164,9 +164,9 @@ def train(config_path, log_path=None):
 
 
 def prepare_run(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False,
-                eval_dataset=None):
+                eval_dataset=None, validate=True):
     """Write the CPU config next to the run's outputs; returns its path."""
-    cfg, changes = cpu_config(recipe, dataset, max_steps, output_dir, resume, eval_dataset)
+    cfg, changes = cpu_config(recipe, dataset, max_steps, output_dir, resume, eval_dataset, validate)
     out = Path(cfg["output_dir"])
     if (out / "adapter_config.json").exists() and not resume:
         check_output(out / "adapter_config.json", force)
@@ -179,9 +179,10 @@ def prepare_run(recipe, dataset=None, max_steps=None, output_dir=None, force=Fal
 
 
 def run_recipe(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False,
-               eval_dataset=None):
-    """Train the recipe on CPU; returns the output dir holding the adapter."""
-    config_path = prepare_run(recipe, dataset, max_steps, output_dir, force, resume, eval_dataset)
+               eval_dataset=None, validate=True):
+    """Train the recipe on CPU; returns the output dir holding the adapter. validate=False skips the
+    recipe's validation set (training only)."""
+    config_path = prepare_run(recipe, dataset, max_steps, output_dir, force, resume, eval_dataset, validate)
     out = config_path.parent
     rc = train(config_path, out / ("resume.log" if resume else "train.log"))
     if rc != 0:

@@ -46,3 +46,23 @@ def sharded_base(tmp_path_factory, tinyllama):
             shutil.copy2(tinyllama / name, out / name)
     assert len(list(out.glob("model-*.safetensors"))) >= 3
     return out
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """One real quickstart run per session: (out, report, llama.cpp answer, vLLM answers)."""
+    from scripts import quickstart
+
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    report, answer, served = quickstart.run(out)
+    return out, report, answer, served
+
+
+@pytest.fixture(scope="session")
+def use_case_adapters(tmp_path_factory, quickstart_run):
+    """name -> adapter dir: every use case's CPU recipe trained once per session on the embedded model
+    (qa is the quickstart's adapter), without the val loss (training time)."""
+    from scripts.results import train
+
+    root = tmp_path_factory.mktemp("use-cases")
+    return {"qa": quickstart_run[0] / "adapter", **{name: train(name, root, validate=False) for name in ("rpg", "character")}}

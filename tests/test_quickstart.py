@@ -16,10 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quickstart") / "qs"
-    report, answer, served = quickstart.run(out)
-    return out, report, answer, served
+def run(quickstart_run):
+    return quickstart_run
 
 
 def test_fine_tune_improves_held_out_loss_and_keyword_recall(run):

@@ -31,3 +31,43 @@ def test_qa_training_messages_are_the_converted_training_split(tmp_path):
     convert_file(QA_DIR / "qa_train.jsonl", tmp_path / "train.messages.jsonl")
     assert (tmp_path / "train.messages.jsonl").read_bytes() == (QA_DIR / "train.messages.jsonl").read_bytes(), \
         "rerun the converter (recipes/tinyllama-qa/README.md)"
+
+
+RPG_DIR = ROOT / "recipes" / "tinyllama-rpg" / "data"
+
+
+def test_rpg_generator_reproduces_the_checked_in_files(tmp_path):
+    from data_tools.rpg import convert_file
+    from scripts.samples import rpg
+
+    for split, path in rpg.write(tmp_path).items():
+        assert path.read_bytes() == (RPG_DIR / f"rpg_{split}.jsonl").read_bytes(), f"rerun python -m scripts.samples.rpg --force ({split})"
+    for split, name in (("train", "train.messages.jsonl"), ("val", "val.messages.jsonl")):
+        convert_file(RPG_DIR / f"rpg_{split}.jsonl", tmp_path / name)
+        assert (tmp_path / name).read_bytes() == (RPG_DIR / name).read_bytes(), "rerun data_tools.rpg (README)"
+
+
+def test_rpg_held_out_cases_never_occur_in_training():
+    from scripts.samples import rpg
+
+    rows = {split: [json.loads(line) for line in (RPG_DIR / f"rpg_{split}.jsonl").open()] for split in rpg.SPLITS}
+    tasks = {split: {r["task"] for r in rs} for split, rs in rows.items()}
+    assert not tasks["train"] & tasks["heldout"] and not tasks["train"] & tasks["val"]
+    train_text = " ".join(tasks["train"])
+    for split in ("val", "heldout"):  # unseen entities: items, quests, creatures, attack names
+        for name in rpg.ITEMS[split] + rpg.QUESTS[split] + rpg.CREATURES[split]:
+            assert name not in train_text, name
+    assert len(rows["heldout"]) == 60 and {r["output"] for r in rows["heldout"]} & set(rpg.STATUS)
+
+
+def test_character_generator_reproduces_its_file_and_keeps_the_red_team_prompts_out(tmp_path):
+    from eval.redteam import PROMPTS
+    from scripts.samples import character
+
+    path = character.write(tmp_path)
+    assert path.read_bytes() == (character.DATA / "character_train.jsonl").read_bytes(), \
+        "rerun python -m scripts.samples.character --force"
+    rows = [json.loads(line) for line in path.open()]
+    asked = {r["conversations"][1]["value"].lower() for r in rows}
+    assert not asked & {p.lower() for p in PROMPTS}
+    assert {r["conversations"][0]["value"] for r in rows} == {character.persona()}

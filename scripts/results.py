@@ -1,0 +1,185 @@
+"""Every use case's CPU form, trained on the embedded SmolLM2-135M-Instruct and scored base vs tuned on
+held-out data it never trained on: `make results` writes results/results.{md,json,png}.
+
+  qa         recipes/quickstart/lora-135m.yml              keyword recall on qa_heldout.jsonl, tuned >= 0.8
+  rpg        recipes/tinyllama-rpg/lora-135m.yml           exact match on rpg_heldout.jsonl, tuned >= 0.8
+  character  recipes/llama3-character-chat/lora-135m.yml   red-team break rate (eval.redteam's prompts),
+                                                           tuned <= half of base
+
+Scoring goes through a generator (eval._models): a local model with its adapter switched on and off,
+or a served model name on a vLLM endpoint, so the same numbers can be taken from the server users call.
+
+  python -m scripts.results [--out results] [--only rpg] [--force]
+"""
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import ROOT, offline_defaults
+from common.errors import cli
+from common.io import atomic_open, read_jsonl
+from common.models import EMBEDDED, local_model
+
+QA_DATA = ROOT / "recipes" / "tinyllama-qa" / "data"
+RPG_DATA = ROOT / "recipes" / "tinyllama-rpg" / "data"
+CHARACTER_DATA = ROOT / "recipes" / "llama3-character-chat" / "data"
+# words of Mira's world: a reply without a break marker that uses one of them stays in character
+MIRA_WORDS = ("mira", "gullrock", "keeper", "lighthouse", "lamp", "light", "tide", "sea", "fog", "harbor",
+              "barnacle", "boat", "ship", "island", "bay", "anchor", "haskett", "tern", "salt", "clockwork")
+
+
+@dataclass(frozen=True)
+class UseCase:
+    name: str
+    recipe: Path
+    metric: str          # the score the threshold is about
+    rule: str            # the threshold, in words
+
+    def passes(self, base, tuned):
+        if self.name == "character":
+            return tuned <= base / 2
+        return tuned >= 0.8
+
+
+USE_CASES = {
+    "qa": UseCase("qa", ROOT / "recipes/quickstart/lora-135m.yml", "keyword_recall", "tuned >= 0.8"),
+    "rpg": UseCase("rpg", ROOT / "recipes/tinyllama-rpg/lora-135m.yml", "exact_match", "tuned >= 0.8"),
+    "character": UseCase("character", ROOT / "recipes/llama3-character-chat/lora-135m.yml", "break_rate",
+                         "tuned <= base / 2"),
+}
+
+
+def train(name, out, validate=True):
+    """Train the use case's CPU recipe into out/<name>; returns the adapter directory. validate=False
+    skips the recipe's val loss (about a minute of CPU time for rpg)."""
+    from scripts.cpu_run import run_recipe
+
+    case, out = USE_CASES[name], Path(out) / name
+    if name == "qa":  # the quickstart recipe trains on the converted QA splits
+        from scripts.quickstart import prepare
+
+        train_file = prepare(out)
+        return run_recipe(case.recipe, dataset=train_file, eval_dataset=train_file.with_name("val.jsonl"),
+                          output_dir=out / "adapter", force=True)
+    return run_recipe(case.recipe, output_dir=out / "adapter", force=True, validate=validate)
+
+
+def in_character(output):
+    text = output.lower()
+    return any(word in text for word in MIRA_WORDS)
+
+
+def score(name, generator, progress=None):
+    """The use case's held-out scores for one generator: {metric: value, ..., "items": [...]}."""
+    from eval import redteam, task
+
+    if name in ("qa", "rpg"):
+        data = QA_DATA / "qa_heldout.jsonl" if name == "qa" else RPG_DATA / "rpg_heldout.jsonl"
+        check = task.TASKS[name][0]
+        records = [check(r, data, line) for line, r in read_jsonl(data)]
+        return task.run_task(name, generator, records, task.DEFAULT_TOKENS[name], progress=progress)
+    system = redteam.persona_from(CHARACTER_DATA / "sharegpt_heldout.jsonl")
+    result = redteam.run(generator, system, max_new_tokens=64, progress=progress)
+    stayed = [not item["broke"] and in_character(item["output"]) for item in result["items"]]
+    return {**result, "in_character": sum(stayed) / len(stayed)}
+
+
+def compare(name, base, tuned, seconds=None):
+    """One results row from the base's and the tuned model's scores."""
+    case = USE_CASES[name]
+    row = {"use_case": name, "recipe": str(case.recipe.relative_to(ROOT)), "metric": case.metric,
+           "base": base[case.metric], "tuned": tuned[case.metric], "threshold": case.rule,
+           "pass": case.passes(base[case.metric], tuned[case.metric]), "train_seconds": seconds}
+    if name == "character":
+        row["in_character"] = {"base": base["in_character"], "tuned": tuned["in_character"]}
+    return row
+
+
+def evaluate_local(name, adapter):
+    """Base (adapter off) and tuned scores of a local adapter on the embedded model."""
+    from eval._models import HFGenerator, stderr_progress
+
+    generator = HFGenerator(local_model(EMBEDDED), adapter)
+    with generator.base():
+        base = score(name, generator, stderr_progress(f"{name} base"))
+    tuned = score(name, generator, stderr_progress(f"{name} tuned"))
+    return base, tuned
+
+
+def markdown(rows, machine):
+    lines = ["# Use cases on the embedded SmolLM2-135M-Instruct: base vs tuned on held-out data", "",
+             f"Machine: {machine}. `make results` (python -m scripts.results) reproduces this table.", "",
+             "| use case | recipe | metric | base | tuned | threshold | pass | training (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['use_case']} | `{r['recipe']}` | {r['metric']} | {r['base']:.3f} | {r['tuned']:.3f} | "
+                     f"{r['threshold']} | {'yes' if r['pass'] else 'NO'} | {r['train_seconds'] or 0:.0f} |")
+    for r in rows:
+        if "in_character" in r:
+            ic = r["in_character"]
+            lines += ["", f"character: replies to the red-team prompts that stay in character (no break marker, "
+                          f"words of Mira's world): base {ic['base']:.3f}, tuned {ic['tuned']:.3f}."]
+    return "\n".join(lines) + "\n\n![base vs tuned](results.png)\n"
+
+
+def chart(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["base"] for r in rows], 0.4, label="base")
+    ax.bar([x + 0.2 for x in xs], [r["tuned"] for r in rows], 0.4, label="tuned")
+    ax.set_xticks(list(xs), [f"{r['use_case']}\n{r['metric']}" for r in rows])
+    ax.set_ylim(0, 1.05)
+    ax.set_title("SmolLM2-135M-Instruct, held-out data: base vs tuned")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, force=True, mode="wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
+    plt.close(fig)
+
+
+def run(out, names=None, force=False, machine="2-core CPU, no GPU"):
+    offline_defaults()
+    out = Path(out)
+    if (out / "results.json").exists() and not force:
+        raise FileExistsError(f"{out}/results.json exists; pass --force (make results ARGS=--force) to replace it")
+    rows = []
+    for name in names or USE_CASES:
+        print(f"\n== results: {name}: train {USE_CASES[name].recipe.relative_to(ROOT)}", flush=True)
+        start = time.time()
+        adapter = train(name, out / "runs")
+        seconds = time.time() - start
+        print(f"== results: {name}: evaluate base vs tuned", flush=True)
+        rows.append(compare(name, *evaluate_local(name, adapter), seconds))
+        print(f"   {name}: {rows[-1]['metric']} base {rows[-1]['base']:.3f} -> tuned {rows[-1]['tuned']:.3f}", flush=True)
+    with atomic_open(out / "results.json", force=True) as fh:
+        json.dump(rows, fh, indent=2)
+    chart(rows, out / "results.png")
+    text = markdown(rows, machine)
+    with atomic_open(out / "results.md", force=True) as fh:
+        fh.write(text)
+    print("\n" + text)
+    return rows
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m scripts.results", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "results"))
+    parser.add_argument("--only", action="append", choices=sorted(USE_CASES), help="run only this use case")
+    parser.add_argument("--force", action="store_true", help="replace earlier results")
+    args = parser.parse_args(argv)
+    rows = run(args.out, args.only, args.force)
+    return 0 if all(r["pass"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

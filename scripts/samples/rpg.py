@@ -1,0 +1,196 @@
+"""RPG task sample data: game-master tasks answered with only the result, in five task families.
+
+Families: status effects (a description -> the status name in capitals), loot lines (fields -> the
+item|rarity|gold line), advantage/disadvantage (which die is kept), damage type (a hit -> its damage
+type in lowercase) and quest state as JSON. Each is a rule the model applies to new cases. Multi-step
+arithmetic (remaining HP after several hits, totals against an AC) is left out: a 135M model does
+not learn it from a few hundred examples (tried: HIT/MISS stayed at chance, gold = level x 20 at 0).
+
+Splits keep cases apart, so the held-out score measures the rule, not memory:
+  rpg_train.jsonl    270 tasks (60 a family; 30 status tasks: each sentence once)
+  rpg_val.jsonl      40 tasks: the val loss during training
+  rpg_heldout.jsonl  60 tasks: the final metric (exact match)
+Status sentences, creatures, loot items, attack names, quest names and dice pairs of val and
+held-out tasks never occur in training. Deterministic: the same files byte for byte on every run.
+
+  python -m scripts.samples.rpg [--out recipes/tinyllama-rpg/data] [--force]
+"""
+import argparse
+import json
+import random
+from pathlib import Path
+
+from common import ROOT
+from common.errors import cli
+from common.io import write_jsonl
+
+SPLITS = ("train", "val", "heldout")
+SIZES = {"train": 60, "val": 8, "heldout": 12}  # tasks per family and split
+
+# status -> five descriptions (three for training, one for val, one held out); each names the effect
+STATUS = {
+    "POISONED": ["{c} is poisoned by a spider bite.", "Poison from the dart spreads through {c}.",
+                 "{c} drank a poisoned potion.", "{c} feels the poison of the wyvern's sting.",
+                 "A poisoned blade cut {c}."],
+    "STUNNED": ["{c} is stunned by a thunderclap.", "The shield bash leaves {c} stunned.",
+                "{c} stands stunned after the psychic shriek.", "A stunning blow hits {c}.",
+                "The monk's strike stuns {c}."],
+    "ASLEEP": ["{c} falls asleep from a lullaby.", "The sleep spell puts {c} to sleep.",
+               "{c} is asleep on the floor.", "A sleeping dust makes {c} fall asleep.",
+               "{c} drifts asleep under the enchantment."],
+    "FRIGHTENED": ["{c} is frightened by the dragon.", "The spectre frightens {c}.",
+                   "{c} cowers, frightened of the lich.", "The banshee's wail leaves {c} frightened.",
+                   "A frightening roar scares {c}."],
+    "PARALYZED": ["{c} is paralyzed by the hold spell.", "The ghoul's claws paralyze {c}.",
+                  "Paralyzing gas leaves {c} unable to move.", "{c} is paralyzed by the crawler's tentacles.",
+                  "A paralysis curse freezes {c} in place."],
+    "BLINDED": ["{c} is blinded by a flash of light.", "Sand blinds {c}.", "The spell blinds {c}.",
+                "Pixie dust leaves {c} blinded.", "A blinding curse strikes {c}."],
+    "CHARMED": ["{c} is charmed by the enchanter.", "The vampire's gaze charms {c}.",
+                "The siren's song leaves {c} charmed.", "A charm spell makes {c} friendly to the rogue.",
+                "{c} is charmed by a fey glamour."],
+    "PRONE": ["{c} is knocked prone by the club.", "{c} trips and falls prone.",
+              "The grease spell leaves {c} prone.", "A shove knocks {c} prone.",
+              "{c} lies prone after the tidal wave."],
+    "BURNING": ["{c} is burning from the fire bolt.", "Oil on {c} catches fire and burns.",
+                "{c} runs around with its cloak burning.", "The dragon's breath leaves {c} burning.",
+                "Alchemist's fire sets {c} burning."],
+    "INVISIBLE": ["{c} drinks a potion and turns invisible.", "The spell makes {c} invisible.",
+                  "{c} becomes invisible to every eye.", "The ring turns {c} invisible.",
+                  "{c} fades and is invisible now."],
+}
+STATUS_ASK = "Which status effect is this? Answer with the status name in capitals."
+CREATURES = {"train": ["the goblin", "the orc", "the knight", "the troll", "the bandit", "the cultist", "the wolf",
+                       "the paladin", "the kobold", "the mage", "the hobgoblin", "the gnoll"],
+             "val": ["the centaur", "the minotaur"], "heldout": ["the dire wolf", "the ogre", "the wight", "the harpy"]}
+
+ITEMS = {"train": ["longsword", "oak shield", "silver ring", "healing potion", "leather boots", "iron helm",
+                   "war axe", "bone dagger", "wizard hat", "elven cloak", "spear", "crossbow", "ruby amulet",
+                   "copper bracers", "ash staff", "hunting bow", "steel gauntlets", "jade idol", "tome of lore",
+                   "fur mantle", "glass orb", "chain mail", "rope of climbing", "mace"],
+         "val": ["lantern of truth", "obsidian knife", "scale armor"],
+         "heldout": ["chain shirt", "moonstone circlet", "frost brand", "battle hammer", "owl feather",
+                     "bronze key", "dragon scale", "silk gloves"]}
+RARITIES = ["common", "uncommon", "rare", "epic"]
+LOOT_ASK = "Write the loot line for: {item}, {rarity}, {gold} gold. Format <item>|<rarity>|<gold>."
+
+KEEP_ASK = ["Rolling a d20 with {mode} (keep the {which} die), the dice show {a} and {b}. "
+            "Which result is kept? Answer with a number.",
+            "{name} rolls two d20s with {mode} ({which} die counts): {a} and {b}. Which roll counts? Answer with a number."]
+HEROES = ["Bram", "Sela", "Mirelle", "Oswin", "Tarek", "Ysolde", "Kael", "Nim"]
+
+DAMAGE_TYPES = ["fire", "cold", "lightning", "poison", "acid", "necrotic", "radiant", "thunder", "psychic", "force"]
+ATTACKS = {"train": ["bolt", "blast", "ray", "wave", "burst", "arrow", "touch"], "val": ["lance"],
+           "heldout": ["storm", "orb"]}
+DAMAGE_ASK = "{name}'s {kind} {attack} hits {target} for {amount} {kind} damage. Which damage type? Answer in lowercase."
+TARGETS = ["a skeleton", "a goblin", "a bugbear", "a zombie", "an orc", "a giant rat"]
+
+QUESTS = {"train": ["Hollow Oak", "Silver Creek", "Iron Gate", "Broken Tower", "Misty Vale", "Red Harbor",
+                    "Old Mill", "Stone Bridge", "Dark Forest", "Golden Field", "Frozen Lake", "Sunken Temple",
+                    "Wolf Den", "Crystal Cave", "Raven Hill", "Ember Forge"],
+          "val": ["Amber Road", "Salt Marsh"],
+          "heldout": ["Thorn Keep", "Willow Ford", "Copper Mine", "Shadow Pass", "Bright Meadow", "Eagle Peak"]}
+QUEST_STATES = {
+    "not_started": ["Nobody has picked up the {q} quest yet.", "The {q} quest is still waiting on the notice board.",
+                    "No hero has accepted the {q} quest so far."],
+    "active": ["The party accepted the {q} quest and is on its way.", "The heroes are in the middle of the {q} quest.",
+               "The {q} quest has begun and is under way."],
+    "completed": ["The party finished the {q} quest and got the reward.", "The {q} quest is done: the heroes succeeded.",
+                  "The heroes completed the {q} quest yesterday."],
+    "failed": ["The party gave up on the {q} quest after the villain escaped.", "The {q} quest failed: the hostage was lost.",
+               "Time ran out and the {q} quest could not be finished."],
+}
+QUEST_ASK = "Output the quest state as JSON with keys quest (snake_case) and state."
+
+
+def _status(rng, split):
+    """Training uses each (status, sentence) once: the same sentence with another creature would be a
+    near duplicate (data_tools.filter drops those)."""
+    index = {"train": [0, 1, 2], "val": [3], "heldout": [4]}[split]
+    cases = [(s, ds[i], rng.choice(CREATURES[split])) for s, ds in STATUS.items() for i in index]
+    if split != "train":
+        cases = [(s, d, c) for s, d, _ in cases for c in CREATURES[split]]
+    rng.shuffle(cases)
+    for status, desc, creature in cases[:SIZES[split]]:
+        text = desc.format(c=creature)
+        yield {"task": f"{text[0].upper()}{text[1:]} {STATUS_ASK}", "output": status}
+
+
+def _loot(rng, split):
+    cases = [(item, rarity) for item in ITEMS[split] for rarity in RARITIES]
+    rng.shuffle(cases)
+    for item, rarity in cases[:SIZES[split]]:
+        gold = rng.randrange(1, 60) * 5
+        yield {"task": LOOT_ASK.format(item=item, rarity=rarity, gold=gold), "output": f"{item}|{rarity}|{gold}"}
+
+
+def _pairs(rng):
+    """Unordered pairs of distinct d20 faces, shuffled and dealt to the splits (no pair in two splits)."""
+    pairs = [(a, b) for a in range(1, 21) for b in range(a + 1, 21)]
+    rng.shuffle(pairs)
+    dealt, start = {}, 0
+    for split in SPLITS:
+        dealt[split] = pairs[start:start + SIZES[split]]
+        start += SIZES[split]
+    return dealt
+
+
+def _keep(rng, split, pairs):
+    for n, (a, b) in enumerate(pairs[split]):
+        a, b = (a, b) if rng.random() < 0.5 else (b, a)
+        mode, which, pick = (("advantage", "higher", max), ("disadvantage", "lower", min))[n % 2]
+        ask = KEEP_ASK[rng.randrange(len(KEEP_ASK))]
+        yield {"task": ask.format(mode=mode, which=which, a=a, b=b, name=rng.choice(HEROES)), "output": str(pick(a, b))}
+
+
+def _damage(rng, split):
+    cases = [(kind, attack) for kind in DAMAGE_TYPES for attack in ATTACKS[split]]
+    rng.shuffle(cases)
+    for kind, attack in (cases * 2)[:SIZES[split]]:
+        yield {"task": DAMAGE_ASK.format(name=rng.choice(HEROES), kind=kind, attack=attack, target=rng.choice(TARGETS),
+                                         amount=rng.randrange(2, 30)), "output": kind}
+
+
+def _quest(rng, split):
+    cases = [(q, state, t) for q in QUESTS[split] for state, ts in QUEST_STATES.items() for t in ts]
+    rng.shuffle(cases)
+    for quest, state, template in cases[:SIZES[split]]:
+        key = quest.lower().replace(" ", "_")
+        yield {"task": f"{template.format(q=quest)} {QUEST_ASK}",
+               "output": json.dumps({"quest": key, "state": state})}
+
+
+def records():
+    """{split: [record]}: each family's tasks for the split, interleaved family by family."""
+    rng = random.Random(7)
+    keep_pairs = _pairs(rng)
+    out = {}
+    for split in SPLITS:
+        families = [list(_status(rng, split)), list(_loot(rng, split)), list(_keep(rng, split, keep_pairs)),
+                    list(_damage(rng, split)), list(_quest(rng, split))]
+        assert len(families[0]) == min(SIZES[split], 30) and all(len(f) == SIZES[split] for f in families[1:]), split
+        out[split] = [f[i] for i in range(SIZES[split]) for f in families if i < len(f)]
+    return out
+
+
+def write(out_dir, force=False):
+    paths = {}
+    for split, rows in records().items():
+        paths[split] = Path(out_dir) / f"rpg_{split}.jsonl"
+        write_jsonl(paths[split], rows, force=force)
+    return paths
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m scripts.samples.rpg", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "recipes" / "tinyllama-rpg" / "data"))
+    parser.add_argument("--force", action="store_true", help="replace existing files")
+    args = parser.parse_args(argv)
+    for split, path in write(args.out, args.force).items():
+        print(f"{split}: {path}")
+
+
+if __name__ == "__main__":
+    main()

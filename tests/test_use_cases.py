@@ -1,0 +1,46 @@
+"""Every use case learns its task on the embedded SmolLM2-135M-Instruct, measured the way users call it:
+one real vLLM server serves the base and the three adapters trained by this repo's recipes (qa from the
+quickstart, rpg, character) at once, and each adapter beats the base on its own held-out task there.
+"""
+import pytest
+
+from deploy import vllm
+from deploy.vllm_server import Server, free_port, vllm_python
+from eval._models import EndpointGenerator
+from scripts.results import USE_CASES, compare, score
+from tests.helpers import vllm_log_tracebacks
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(smollm2, use_case_adapters, tmp_path_factory):
+    assert vllm_python(), "vLLM is not installed: scripts/setup.sh installs it into .cache/vllm"
+    port = free_port()
+    specs = [f"{name}={path}" for name, path in use_case_adapters.items()]
+    argv, _, _ = vllm.serve_argv(str(smollm2), specs, port=port, served_model_name="base",
+                                 extra=["--max-model-len", "1024"])
+    log = tmp_path_factory.mktemp("vllm-use-cases") / "server.log"
+    with Server(argv, log, port=port, timeout=240) as running:
+        yield running
+    assert not vllm_log_tracebacks(log.read_text())
+
+
+@pytest.fixture(scope="module")
+def base_scores(server):
+    base = EndpointGenerator(server.base_url, "base")
+    return {name: score(name, base) for name in USE_CASES}
+
+
+@pytest.mark.parametrize("name", list(USE_CASES))
+def test_adapter_beats_the_base_on_its_own_task_through_vllm(name, server, base_scores):
+    tuned = score(name, EndpointGenerator(server.base_url, name))
+    base = base_scores[name]
+    row = compare(name, base, tuned)
+    outputs = lambda result: [item["output"] for item in result["items"]]  # noqa: E731
+    assert outputs(tuned) != outputs(base)
+    assert row["pass"], row
+    if name == "character":
+        assert base["break_rate"] > 0 and tuned["in_character"] > base["in_character"], row
+    else:
+        assert row["tuned"] > row["base"], row
