@@ -5,12 +5,15 @@ export AXOLOTL_DO_NOT_TRACK := 1
 export WANDB_MODE ?= disabled
 export TQDM_DISABLE ?= 1
 
-.PHONY: setup quickstart test clean
+.PHONY: setup quickstart results test clean
 setup:
 	bash scripts/setup.sh
 
 quickstart: setup
 	$(PY) -m scripts.quickstart $(ARGS)
+
+results: setup
+	$(PY) -m scripts.results $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(ARGS)

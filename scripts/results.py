@@ -5,11 +5,13 @@ held-out data it never trained on: `make results` writes results/results.{md,jso
   rpg        recipes/tinyllama-rpg/lora-135m.yml           exact match on rpg_heldout.jsonl, tuned >= 0.8
   character  recipes/llama3-character-chat/lora-135m.yml   red-team break rate (eval.redteam's prompts),
                                                            tuned <= half of base
+Each also reports retention: perplexity and short answers on eval/data/general_heldout.jsonl (general
+questions no recipe trains on), base vs tuned.
 
 Scoring goes through a generator (eval._models): a local model with its adapter switched on and off,
 or a served model name on a vLLM endpoint, so the same numbers can be taken from the server users call.
 
-  python -m scripts.results [--out results] [--only rpg] [--force]
+  python -m scripts.results [--out results] [--only rpg] [--force]     (adapters: outputs/results/<name>)
 """
 import argparse
 import json
@@ -26,6 +28,7 @@ from common.models import EMBEDDED, local_model
 QA_DATA = ROOT / "recipes" / "tinyllama-qa" / "data"
 RPG_DATA = ROOT / "recipes" / "tinyllama-rpg" / "data"
 CHARACTER_DATA = ROOT / "recipes" / "llama3-character-chat" / "data"
+GENERAL = ROOT / "eval" / "data" / "general_heldout.jsonl"  # retention: trained by no recipe
 # words of Mira's world: a reply without a break marker that uses one of them stays in character
 MIRA_WORDS = ("mira", "gullrock", "keeper", "lighthouse", "lamp", "light", "tide", "sea", "fog", "harbor",
               "barnacle", "boat", "ship", "island", "bay", "anchor", "haskett", "tern", "salt", "clockwork")
@@ -68,8 +71,10 @@ def train(name, out, validate=True):
 
 
 def in_character(output):
-    text = output.lower()
-    return any(word in text for word in MIRA_WORDS)
+    """Uses a word of Mira's world (whole words: "tern" is not in "pattern")."""
+    import re
+
+    return any(re.search(rf"\b{word}s?\b", output.lower()) for word in MIRA_WORDS)
 
 
 def score(name, generator, progress=None):
@@ -95,17 +100,34 @@ def compare(name, base, tuned, seconds=None):
            "pass": case.passes(base[case.metric], tuned[case.metric]), "train_seconds": seconds}
     if name == "character":
         row["in_character"] = {"base": base["in_character"], "tuned": tuned["in_character"]}
+    if "retention" in base:
+        b, t = base["retention"], tuned["retention"]
+        row["retention"] = {"ppl_base": b["ppl"], "ppl_tuned": t["ppl"], "ppl_change": t["ppl"] / b["ppl"] - 1,
+                            "answers_base": b["answers"], "answers_tuned": t["answers"]}
     return row
 
 
+def retention(generator):
+    """General ability on questions no recipe trains on: perplexity of reference answers (assistant
+    tokens) and the share of short-answer questions whose expected word is in the greedy reply."""
+    from eval.perplexity import heldout_loss
+
+    records = [record for _, record in read_jsonl(GENERAL)]
+    asked = [r for r in records if "expect" in r]
+    outputs = generator.generate([r["messages"][:1] for r in asked], 32)
+    right = sum(r["expect"].lower() in o.lower() for r, o in zip(asked, outputs))
+    return {"ppl": heldout_loss(generator.model, generator.tok, records)["ppl"], "answers": right / len(asked)}
+
+
 def evaluate_local(name, adapter):
-    """Base (adapter off) and tuned scores of a local adapter on the embedded model."""
+    """Base (adapter off) and tuned scores of a local adapter on the embedded model, each with its
+    retention on the general held-out set."""
     from eval._models import HFGenerator, stderr_progress
 
     generator = HFGenerator(local_model(EMBEDDED), adapter)
     with generator.base():
-        base = score(name, generator, stderr_progress(f"{name} base"))
-    tuned = score(name, generator, stderr_progress(f"{name} tuned"))
+        base = {**score(name, generator, stderr_progress(f"{name} base")), "retention": retention(generator)}
+    tuned = {**score(name, generator, stderr_progress(f"{name} tuned")), "retention": retention(generator)}
     return base, tuned
 
 
@@ -122,6 +144,17 @@ def markdown(rows, machine):
             ic = r["in_character"]
             lines += ["", f"character: replies to the red-team prompts that stay in character (no break marker, "
                           f"words of Mira's world): base {ic['base']:.3f}, tuned {ic['tuned']:.3f}."]
+    kept = [r for r in rows if "retention" in r]
+    if kept:
+        lines += ["", "Retention on general questions no recipe trains on (`eval/data/general_heldout.jsonl`): "
+                      "perplexity of reference answers and short answers right, base vs tuned.", "",
+                  "| use case | perplexity base | tuned | change | within 10% | answers right base | tuned |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in kept:
+            k = r["retention"]
+            lines.append(f"| {r['use_case']} | {k['ppl_base']:.2f} | {k['ppl_tuned']:.2f} | {k['ppl_change']:+.1%} | "
+                         f"{'yes' if k['ppl_change'] <= 0.10 else 'NO'} | {k['answers_base']:.2f} | "
+                         f"{k['answers_tuned']:.2f} |")
     return "\n".join(lines) + "\n\n![base vs tuned](results.png)\n"
 
 
@@ -145,7 +178,8 @@ def chart(rows, path):
     plt.close(fig)
 
 
-def run(out, names=None, force=False, machine="2-core CPU, no GPU"):
+def run(out, names=None, force=False, machine="2-core CPU, no GPU", runs=ROOT / "outputs" / "results"):
+    """Train and score each use case (adapters under `runs`), write the tables to `out`."""
     offline_defaults()
     out = Path(out)
     if (out / "results.json").exists() and not force:
@@ -154,7 +188,7 @@ def run(out, names=None, force=False, machine="2-core CPU, no GPU"):
     for name in names or USE_CASES:
         print(f"\n== results: {name}: train {USE_CASES[name].recipe.relative_to(ROOT)}", flush=True)
         start = time.time()
-        adapter = train(name, out / "runs")
+        adapter = train(name, runs)
         seconds = time.time() - start
         print(f"== results: {name}: evaluate base vs tuned", flush=True)
         rows.append(compare(name, *evaluate_local(name, adapter), seconds))

@@ -42,6 +42,8 @@ VARIANTS = {
                                                        {"gradient_accumulation_steps", "gradient_checkpointing"}),
 }
 QUICKSTART = "recipes/quickstart/lora-135m.yml"   # trained by tests/test_cpu_run.py and scripts/quickstart.py
+# CPU forms on the embedded model: trained in full by tests/test_use_cases.py (conftest.use_case_adapters)
+CPU_FORMS = {"recipes/tinyllama-rpg/lora-135m.yml", "recipes/llama3-character-chat/lora-135m.yml"}
 # converted training file -> the data tool command that makes it (as the README shows it)
 CONVERTED = {
     "recipes/tinyllama-qa/data/train.messages.jsonl":
@@ -50,6 +52,9 @@ CONVERTED = {
     "recipes/tinyllama-rpg/data/train.messages.jsonl":
         "python -m data_tools.rpg recipes/tinyllama-rpg/data/rpg_train.jsonl "
         "-o recipes/tinyllama-rpg/data/train.messages.jsonl",
+    "recipes/tinyllama-rpg/data/val.messages.jsonl":
+        "python -m data_tools.rpg recipes/tinyllama-rpg/data/rpg_val.jsonl "
+        "-o recipes/tinyllama-rpg/data/val.messages.jsonl",
     "recipes/tinyllama-discord-persona/data/train.messages.jsonl":
         "python -m data_tools.discord recipes/tinyllama-discord-persona/data/discord_export.json --persona Vex "
         "-o recipes/tinyllama-discord-persona/data/train.messages.jsonl",
@@ -58,7 +63,7 @@ OUTPUT_KEYS = {"output_dir", "dataset_prepared_path"}
 
 
 def test_every_recipe_is_covered():
-    assert set(RECIPES) == set(RUN) | set(VARIANTS) | {QUICKSTART}
+    assert set(RECIPES) == set(RUN) | set(VARIANTS) | {QUICKSTART} | CPU_FORMS
 
 
 # --- real CPU training runs ------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_character_generator_reproduces_its_file_and_keeps_the_red_team_prompts_
     from eval.redteam import PROMPTS
     from scripts.samples import character
 
-    path = character.write(tmp_path)
+    path = character.write(tmp_path)["character_train.jsonl"]
     assert path.read_bytes() == (character.DATA / "character_train.jsonl").read_bytes(), \
         "rerun python -m scripts.samples.character --force"
     rows = [json.loads(line) for line in path.open()]

@@ -12,14 +12,14 @@ byte on every run.
 
   python -m scripts.samples.character [--out recipes/llama3-character-chat/data] [--force]
 """
-import argparse
 import json
 import random
-from pathlib import Path
+import sys
 
 from common import ROOT
 from common.errors import cli
-from common.io import write_jsonl
+from scripts import samples
+from scripts.samples import write_files
 
 DATA = ROOT / "recipes" / "llama3-character-chat" / "data"
 COUNT = 120  # conversations written: 72 attacks, 48 everyday questions
@@ -111,19 +111,12 @@ def records():
 
 
 def write(out_dir, force=False):
-    path = Path(out_dir) / "character_train.jsonl"
-    write_jsonl(path, records(), force=force)
-    return path
+    return write_files({"character_train.jsonl": records()}, out_dir, force)
 
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m scripts.samples.character", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(DATA))
-    parser.add_argument("--force", action="store_true", help="replace the existing file")
-    args = parser.parse_args(argv)
-    print(write(args.out, args.force))
+    samples.main(sys.modules[__name__], DATA, write, argv)
 
 
 if __name__ == "__main__":

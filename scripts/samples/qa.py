@@ -11,12 +11,12 @@ Deterministic: the same files byte for byte on every run.
 
   python -m scripts.samples.qa [--out recipes/tinyllama-qa/data] [--force]
 """
-import argparse
-from pathlib import Path
+import sys
 
 from common import ROOT
 from common.errors import cli
-from common.io import write_jsonl
+from scripts import samples
+from scripts.samples import write_splits
 
 # (code, condition clause, answer keywords for code -> meaning). Five codes, no two sharing a digit:
 # with E02 and E21 beside the probe's E12 a 135M model mixed them up. (E12 answered with E78's
@@ -189,23 +189,12 @@ def records():
 
 
 def write(out_dir, force=False):
-    paths = {}
-    for split, rows in records().items():
-        paths[split] = Path(out_dir) / f"qa_{split}.jsonl"
-        write_jsonl(paths[split], rows, force=force)
-    return paths
+    return write_splits(records(), "qa", out_dir, force)
 
 
 @cli
 def main(argv=None):
-
-    parser = argparse.ArgumentParser(prog="python -m scripts.samples.qa", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "recipes" / "tinyllama-qa" / "data"))
-    parser.add_argument("--force", action="store_true", help="overwrite existing files")
-    args = parser.parse_args(argv)
-    for split, path in write(args.out, args.force).items():
-        print(f"{split}: {path}")
+    samples.main(sys.modules[__name__], ROOT / "recipes" / "tinyllama-qa" / "data", write, argv)
 
 
 if __name__ == "__main__":

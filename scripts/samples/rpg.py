@@ -15,14 +15,14 @@ held-out tasks never occur in training. Deterministic: the same files byte for b
 
   python -m scripts.samples.rpg [--out recipes/tinyllama-rpg/data] [--force]
 """
-import argparse
 import json
 import random
-from pathlib import Path
+import sys
 
 from common import ROOT
 from common.errors import cli
-from common.io import write_jsonl
+from scripts import samples
+from scripts.samples import write_splits
 
 SPLITS = ("train", "val", "heldout")
 SIZES = {"train": 60, "val": 8, "heldout": 12}  # tasks per family and split
@@ -174,22 +174,12 @@ def records():
 
 
 def write(out_dir, force=False):
-    paths = {}
-    for split, rows in records().items():
-        paths[split] = Path(out_dir) / f"rpg_{split}.jsonl"
-        write_jsonl(paths[split], rows, force=force)
-    return paths
+    return write_splits(records(), "rpg", out_dir, force)
 
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m scripts.samples.rpg", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "recipes" / "tinyllama-rpg" / "data"))
-    parser.add_argument("--force", action="store_true", help="replace existing files")
-    args = parser.parse_args(argv)
-    for split, path in write(args.out, args.force).items():
-        print(f"{split}: {path}")
+    samples.main(sys.modules[__name__], ROOT / "recipes" / "tinyllama-rpg" / "data", write, argv)
 
 
 if __name__ == "__main__":
