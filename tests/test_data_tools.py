@@ -246,7 +246,7 @@ SAMPLES = [(alpaca, "tinyllama-alpaca/data/alpaca_train.jsonl", 60),
            (alpaca, "tinyllama-alpaca/data/alpaca_heldout.jsonl", 15),
            (qa, "tinyllama-qa/data/qa_train.jsonl", 176),
            (qa, "tinyllama-qa/data/qa_heldout.jsonl", 26),
-           (rpg, "tinyllama-rpg/data/rpg_train.jsonl", 270),
+           (rpg, "tinyllama-rpg/data/rpg_train.jsonl", 290),
            (rpg, "tinyllama-rpg/data/rpg_heldout.jsonl", 60),
            (sharegpt, "llama3-character-chat/data/sharegpt_train.jsonl", 50),
            (sharegpt, "llama3-character-chat/data/sharegpt_heldout.jsonl", 12)]

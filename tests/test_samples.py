@@ -55,7 +55,7 @@ def test_rpg_held_out_cases_never_occur_in_training():
     assert not tasks["train"] & tasks["heldout"] and not tasks["train"] & tasks["val"]
     train_text = " ".join(tasks["train"])
     for split in ("val", "heldout"):  # unseen entities: items, quests, creatures, attack names
-        for name in rpg.ITEMS[split] + rpg.QUESTS[split] + rpg.CREATURES[split]:
+        for name in rpg.ITEMS[split] + rpg.QUESTS[split] + rpg.CREATURES[split] + rpg.DICE_USES[split]:
             assert name not in train_text, name
     assert len(rows["heldout"]) == 60 and {r["output"] for r in rows["heldout"]} & set(rpg.STATUS)
 

@@ -1,16 +1,17 @@
 """RPG task sample data: game-master tasks answered with only the result, in five task families.
 
 Families: status effects (a description -> the status name in capitals), loot lines (fields -> the
-item|rarity|gold line), advantage/disadvantage (which die is kept), damage type (a hit -> its damage
-type in lowercase) and quest state as JSON. Each is a rule the model applies to new cases. Multi-step
-arithmetic (remaining HP after several hits, totals against an AC) is left out: a 135M model does
-not learn it from a few hundred examples (tried: HIT/MISS stayed at chance, gold = level x 20 at 0).
+item|rarity|gold line), dice (a roll -> its die type), damage type (a hit -> its damage type in
+lowercase) and quest state as JSON. Each is a rule the model applies to new cases. Arithmetic and
+comparisons are left out: a 135M model does not learn them from a few hundred examples (tried, 1 epoch:
+HIT/MISS from roll vs AC stayed at chance, gold = level x 20 at 0 of 12, the kept die of advantage or
+disadvantage at 42-67%).
 
 Splits keep cases apart, so the held-out score measures the rule, not memory:
-  rpg_train.jsonl    270 tasks (60 a family; 30 status tasks: each sentence once)
+  rpg_train.jsonl    290 tasks (60 a family; 50 status tasks: each sentence once)
   rpg_val.jsonl      40 tasks: the val loss during training
   rpg_heldout.jsonl  60 tasks: the final metric (exact match)
-Status sentences, creatures, loot items, attack names, quest names and dice pairs of val and
+Status sentences, creatures, loot items, attack names, dice uses and quest names of val and
 held-out tasks never occur in training. Deterministic: the same files byte for byte on every run.
 
   python -m scripts.samples.rpg [--out recipes/tinyllama-rpg/data] [--force]
@@ -27,35 +28,45 @@ from scripts.samples import write_splits
 SPLITS = ("train", "val", "heldout")
 SIZES = {"train": 60, "val": 8, "heldout": 12}  # tasks per family and split
 
-# status -> five descriptions (three for training, one for val, one held out); each names the effect
+# status -> seven descriptions (five for training, one for val, one held out); each names the effect
 STATUS = {
-    "POISONED": ["{c} is poisoned by a spider bite.", "Poison from the dart spreads through {c}.",
+    "POISONED": ["Snake poison makes {c} sick.", "{c} is weak from poison.",
+                 "{c} is poisoned by a spider bite.", "Poison from the dart spreads through {c}.",
                  "{c} drank a poisoned potion.", "{c} feels the poison of the wyvern's sting.",
                  "A poisoned blade cut {c}."],
-    "STUNNED": ["{c} is stunned by a thunderclap.", "The shield bash leaves {c} stunned.",
+    "STUNNED": ["{c} is stunned and cannot act.", "A hammer blow stuns {c}.",
+                 "{c} is stunned by a thunderclap.", "The shield bash leaves {c} stunned.",
                 "{c} stands stunned after the psychic shriek.", "A stunning blow hits {c}.",
                 "The monk's strike stuns {c}."],
-    "ASLEEP": ["{c} falls asleep from a lullaby.", "The sleep spell puts {c} to sleep.",
+    "ASLEEP": ["{c} is fast asleep.", "A magic mist puts {c} to sleep.",
+                 "{c} falls asleep from a lullaby.", "The sleep spell puts {c} to sleep.",
                "{c} is asleep on the floor.", "A sleeping dust makes {c} fall asleep.",
                "{c} drifts asleep under the enchantment."],
-    "FRIGHTENED": ["{c} is frightened by the dragon.", "The spectre frightens {c}.",
+    "FRIGHTENED": ["{c} is frightened and runs away.", "The ghost frightens {c}.",
+                 "{c} is frightened by the dragon.", "The spectre frightens {c}.",
                    "{c} cowers, frightened of the lich.", "The banshee's wail leaves {c} frightened.",
                    "A frightening roar scares {c}."],
-    "PARALYZED": ["{c} is paralyzed by the hold spell.", "The ghoul's claws paralyze {c}.",
+    "PARALYZED": ["{c} is paralyzed by the venom.", "A wand of paralysis leaves {c} paralyzed.",
+                 "{c} is paralyzed by the hold spell.", "The ghoul's claws paralyze {c}.",
                   "Paralyzing gas leaves {c} unable to move.", "{c} is paralyzed by the crawler's tentacles.",
                   "A paralysis curse freezes {c} in place."],
-    "BLINDED": ["{c} is blinded by a flash of light.", "Sand blinds {c}.", "The spell blinds {c}.",
+    "BLINDED": ["{c} is blinded by smoke.", "A blinding flash hits {c}.",
+                 "{c} is blinded by a flash of light.", "Sand blinds {c}.", "The spell blinds {c}.",
                 "Pixie dust leaves {c} blinded.", "A blinding curse strikes {c}."],
-    "CHARMED": ["{c} is charmed by the enchanter.", "The vampire's gaze charms {c}.",
+    "CHARMED": ["{c} is charmed by the bard.", "A charming smile leaves {c} charmed.",
+                 "{c} is charmed by the enchanter.", "The vampire's gaze charms {c}.",
                 "The siren's song leaves {c} charmed.", "A charm spell makes {c} friendly to the rogue.",
                 "{c} is charmed by a fey glamour."],
-    "PRONE": ["{c} is knocked prone by the club.", "{c} trips and falls prone.",
+    "PRONE": ["{c} is knocked prone by a kick.", "{c} slips on ice and falls prone.",
+                 "{c} is knocked prone by the club.", "{c} trips and falls prone.",
               "The grease spell leaves {c} prone.", "A shove knocks {c} prone.",
               "{c} lies prone after the tidal wave."],
-    "BURNING": ["{c} is burning from the fire bolt.", "Oil on {c} catches fire and burns.",
+    "BURNING": ["{c} is burning after the fireball.", "Flaming oil leaves {c} burning.",
+                 "{c} is burning from the fire bolt.", "Oil on {c} catches fire and burns.",
                 "{c} runs around with its cloak burning.", "The dragon's breath leaves {c} burning.",
                 "Alchemist's fire sets {c} burning."],
-    "INVISIBLE": ["{c} drinks a potion and turns invisible.", "The spell makes {c} invisible.",
+    "INVISIBLE": ["{c} is invisible after the spell.", "A cloak makes {c} invisible.",
+                 "{c} drinks a potion and turns invisible.", "The spell makes {c} invisible.",
                   "{c} becomes invisible to every eye.", "The ring turns {c} invisible.",
                   "{c} fades and is invisible now."],
 }
@@ -74,9 +85,9 @@ ITEMS = {"train": ["longsword", "oak shield", "silver ring", "healing potion", "
 RARITIES = ["common", "uncommon", "rare", "epic"]
 LOOT_ASK = "Write the loot line for: {item}, {rarity}, {gold} gold. Format <item>|<rarity>|<gold>."
 
-KEEP_ASK = ["Rolling a d20 with {mode} (keep the {which} die), the dice show {a} and {b}. "
-            "Which result is kept? Answer with a number.",
-            "{name} rolls two d20s with {mode} ({which} die counts): {a} and {b}. Which roll counts? Answer with a number."]
+DICE_ASK = "{name} rolls {n}d{sides}{bonus} for the {what}. Which die type is rolled? Answer like d6."
+DICE_USES = {"train": ["attack", "damage", "fireball", "healing spell", "initiative", "trap", "sneak attack"],
+             "val": ["saving throw"], "heldout": ["perception check", "stealth check"]}
 HEROES = ["Bram", "Sela", "Mirelle", "Oswin", "Tarek", "Ysolde", "Kael", "Nim"]
 
 DAMAGE_TYPES = ["fire", "cold", "lightning", "poison", "acid", "necrotic", "radiant", "thunder", "psychic", "force"]
@@ -106,7 +117,7 @@ QUEST_ASK = "Output the quest state as JSON with keys quest (snake_case) and sta
 def _status(rng, split):
     """Training uses each (status, sentence) once: the same sentence with another creature would be a
     near duplicate (data_tools.filter drops those)."""
-    index = {"train": [0, 1, 2], "val": [3], "heldout": [4]}[split]
+    index = {"train": [0, 1, 2, 3, 4], "val": [5], "heldout": [6]}[split]
     cases = [(s, ds[i], rng.choice(CREATURES[split])) for s, ds in STATUS.items() for i in index]
     if split != "train":
         cases = [(s, d, c) for s, d, _ in cases for c in CREATURES[split]]
@@ -124,23 +135,13 @@ def _loot(rng, split):
         yield {"task": LOOT_ASK.format(item=item, rarity=rarity, gold=gold), "output": f"{item}|{rarity}|{gold}"}
 
 
-def _pairs(rng):
-    """Unordered pairs of distinct d20 faces, shuffled and dealt to the splits (no pair in two splits)."""
-    pairs = [(a, b) for a in range(1, 21) for b in range(a + 1, 21)]
-    rng.shuffle(pairs)
-    dealt, start = {}, 0
-    for split in SPLITS:
-        dealt[split] = pairs[start:start + SIZES[split]]
-        start += SIZES[split]
-    return dealt
-
-
-def _keep(rng, split, pairs):
-    for n, (a, b) in enumerate(pairs[split]):
-        a, b = (a, b) if rng.random() < 0.5 else (b, a)
-        mode, which, pick = (("advantage", "higher", max), ("disadvantage", "lower", min))[n % 2]
-        ask = KEEP_ASK[rng.randrange(len(KEEP_ASK))]
-        yield {"task": ask.format(mode=mode, which=which, a=a, b=b, name=rng.choice(HEROES)), "output": str(pick(a, b))}
+def _dice(rng, split):
+    cases = [(n, sides, what) for n in range(1, 9) for sides in (4, 6, 8, 10, 12, 20) for what in DICE_USES[split]]
+    rng.shuffle(cases)
+    for n, sides, what in cases[:SIZES[split]]:
+        bonus = rng.choice(["", f"+{rng.randrange(1, 6)}", f"-{rng.randrange(1, 3)}"])
+        yield {"task": DICE_ASK.format(name=rng.choice(HEROES), n=n, sides=sides, bonus=bonus, what=what),
+               "output": f"d{sides}"}
 
 
 def _damage(rng, split):
@@ -163,12 +164,11 @@ def _quest(rng, split):
 def records():
     """{split: [record]}: each family's tasks for the split, interleaved family by family."""
     rng = random.Random(7)
-    keep_pairs = _pairs(rng)
     out = {}
     for split in SPLITS:
-        families = [list(_status(rng, split)), list(_loot(rng, split)), list(_keep(rng, split, keep_pairs)),
+        families = [list(_status(rng, split)), list(_loot(rng, split)), list(_dice(rng, split)),
                     list(_damage(rng, split)), list(_quest(rng, split))]
-        assert len(families[0]) == min(SIZES[split], 30) and all(len(f) == SIZES[split] for f in families[1:]), split
+        assert len(families[0]) == min(SIZES[split], 50) and all(len(f) == SIZES[split] for f in families[1:]), split
         out[split] = [f[i] for i in range(SIZES[split]) for f in families if i < len(f)]
     return out
 
