@@ -168,7 +168,9 @@ def chart(rows, path):
     xs = range(len(rows))
     ax.bar([x - 0.2 for x in xs], [r["base"] for r in rows], 0.4, label="base")
     ax.bar([x + 0.2 for x in xs], [r["tuned"] for r in rows], 0.4, label="tuned")
-    ax.set_xticks(list(xs), [f"{r['use_case']}\n{r['metric']}" for r in rows])
+    lower = {name for name, case in USE_CASES.items() if case.metric == "break_rate"}
+    ax.set_xticks(list(xs), [f"{r['use_case']}\n{r['metric']}" + ("\n(lower is better)" if r["use_case"] in lower else "")
+                             for r in rows])
     ax.set_ylim(0, 1.05)
     ax.set_title("SmolLM2-135M-Instruct, held-out data: base vs tuned")
     ax.legend()
