@@ -1,5 +1,6 @@
 """Every use case's CPU form, trained on the embedded SmolLM2-135M-Instruct and scored base vs tuned on
-held-out data it never trained on: `make results` writes results/results.{md,json,png}.
+held-out data it never trained on: `make results` writes outputs/results/results.{md,json,png} (the run
+measured for the README is kept in results/).
 
   qa         recipes/quickstart/lora-135m.yml              keyword recall on qa_heldout.jsonl, tuned >= 0.8
   rpg        recipes/tinyllama-rpg/lora-135m.yml           exact match on rpg_heldout.jsonl, tuned >= 0.8
@@ -11,7 +12,7 @@ questions no recipe trains on), base vs tuned.
 Scoring goes through a generator (eval._models): a local model with its adapter switched on and off,
 or a served model name on a vLLM endpoint, so the same numbers can be taken from the server users call.
 
-  python -m scripts.results [--out results] [--only rpg] [--force]     (adapters: outputs/results/<name>)
+  python -m scripts.results [--out outputs/results] [--only rpg] [--force]   (adapters: OUT/runs/<name>)
 """
 import argparse
 import json
@@ -180,8 +181,8 @@ def chart(rows, path):
     plt.close(fig)
 
 
-def run(out, names=None, force=False, machine="2-core CPU, no GPU", runs=ROOT / "outputs" / "results"):
-    """Train and score each use case (adapters under `runs`), write the tables to `out`."""
+def run(out, names=None, force=False, machine="2-core CPU, no GPU"):
+    """Train and score each use case (adapters under out/runs), write the tables to `out`."""
     offline_defaults()
     out = Path(out)
     if (out / "results.json").exists() and not force:
@@ -190,7 +191,7 @@ def run(out, names=None, force=False, machine="2-core CPU, no GPU", runs=ROOT / 
     for name in names or USE_CASES:
         print(f"\n== results: {name}: train {USE_CASES[name].recipe.relative_to(ROOT)}", flush=True)
         start = time.time()
-        adapter = train(name, runs)
+        adapter = train(name, out / "runs")
         seconds = time.time() - start
         print(f"== results: {name}: evaluate base vs tuned", flush=True)
         rows.append(compare(name, *evaluate_local(name, adapter), seconds))
@@ -209,7 +210,7 @@ def run(out, names=None, force=False, machine="2-core CPU, no GPU", runs=ROOT / 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m scripts.results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "results"))
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "results"))
     parser.add_argument("--only", action="append", choices=sorted(USE_CASES), help="run only this use case")
     parser.add_argument("--force", action="store_true", help="replace earlier results")
     args = parser.parse_args(argv)
