@@ -26,8 +26,7 @@ def to_messages(record, file=None, line=None):
 
 def convert_file(src, dst, force=False, skip_invalid=False):
     """Convert an RPG task JSONL file to messages JSONL atomically; returns the Tally."""
-    return convert_jsonl(src, dst, lambda rec, file, line: to_messages(rec, file, line),
-                         force=force, skip_invalid=skip_invalid)
+    return convert_jsonl(src, dst, to_messages, force=force, skip_invalid=skip_invalid)
 
 
 @cli

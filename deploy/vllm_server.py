@@ -144,9 +144,10 @@ class Server:
         deadline = time.time() + grace
         while time.time() < deadline and self.proc.poll() is None:
             time.sleep(0.2)
-        deadline = time.time() + 5  # the leader is gone: its children follow within moments
-        while time.time() < deadline and not gone():
-            time.sleep(0.2)
+        if self.proc.poll() is not None:  # the leader exited: its children follow within moments
+            deadline = time.time() + 5
+            while time.time() < deadline and not gone():
+                time.sleep(0.2)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if gone():
                 break

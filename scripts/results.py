@@ -12,22 +12,22 @@ questions no recipe trains on), base vs tuned.
 Scoring goes through a generator (eval._models): a local model with its adapter switched on and off,
 or a served model name on a vLLM endpoint, so the same numbers can be taken from the server users call.
 
-  python -m scripts.results [--out outputs/results] [--only rpg] [--force]   (adapters: OUT/runs/<name>)
+  python -m scripts.results [--out outputs/results] [--only rpg] [--force]   (adapters: OUT/runs/<name>/adapter)
 """
 import argparse
 import json
 import sys
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from common import ROOT, offline_defaults
 from common.errors import cli
 from common.io import atomic_open, read_jsonl
 from common.models import EMBEDDED, local_model
 
-QA_DATA = ROOT / "recipes" / "tinyllama-qa" / "data"
-RPG_DATA = ROOT / "recipes" / "tinyllama-rpg" / "data"
 CHARACTER_DATA = ROOT / "recipes" / "llama3-character-chat" / "data"
 GENERAL = ROOT / "eval" / "data" / "general_heldout.jsonl"  # retention: trained by no recipe
 # words of Mira's world: a reply without a break marker that uses one of them stays in character
@@ -37,45 +37,43 @@ MIRA_WORDS = ("mira", "gullrock", "keeper", "lighthouse", "lamp", "light", "tide
 
 @dataclass(frozen=True)
 class UseCase:
-    name: str
     recipe: Path
-    metric: str          # the score the threshold is about
-    rule: str            # the threshold, in words
-
-    def passes(self, base, tuned):
-        if self.name == "character":
-            return tuned <= base / 2
-        return tuned >= 0.8
+    metric: str                                   # the score the threshold is about
+    rule: str                                     # the threshold, in words
+    passes: Callable[[float, float], bool]        # (base, tuned) -> threshold met
 
 
 USE_CASES = {
-    "qa": UseCase("qa", ROOT / "recipes/quickstart/lora-135m.yml", "keyword_recall", "tuned >= 0.8"),
-    "rpg": UseCase("rpg", ROOT / "recipes/tinyllama-rpg/lora-135m.yml", "exact_match", "tuned >= 0.8"),
-    "character": UseCase("character", ROOT / "recipes/llama3-character-chat/lora-135m.yml", "break_rate",
-                         "tuned <= base / 2"),
+    "qa": UseCase(ROOT / "recipes/quickstart/lora-135m.yml", "keyword_recall", "tuned >= 0.8",
+                  lambda base, tuned: tuned >= 0.8),
+    "rpg": UseCase(ROOT / "recipes/tinyllama-rpg/lora-135m.yml", "exact_match", "tuned >= 0.8",
+                   lambda base, tuned: tuned >= 0.8),
+    "character": UseCase(ROOT / "recipes/llama3-character-chat/lora-135m.yml", "break_rate",
+                         "tuned <= base / 2 (base > 0)", lambda base, tuned: base > 0 and tuned <= base / 2),
 }
 
 
 def train(name, out, validate=True):
-    """Train the use case's CPU recipe into out/<name>; returns the adapter directory. validate=False
+    """Train the use case's CPU recipe; returns the adapter directory, out/<name>/adapter. validate=False
     skips the recipe's val loss (about a minute of CPU time for rpg)."""
     from scripts.cpu_run import run_recipe
 
-    case, out = USE_CASES[name], Path(out) / name
-    if name == "qa":  # the quickstart recipe trains on the converted QA splits
-        from scripts.quickstart import prepare
+    out = Path(out) / name
+    if name == "qa":  # the quickstart's own steps: convert the QA splits, train with its val split
+        from scripts import quickstart
 
-        train_file = prepare(out)
-        return run_recipe(case.recipe, dataset=train_file, eval_dataset=train_file.with_name("val.jsonl"),
-                          output_dir=out / "adapter", force=True)
-    return run_recipe(case.recipe, output_dir=out / "adapter", force=True, validate=validate)
+        return quickstart.train(out, quickstart.prepare(out), None)
+    return run_recipe(USE_CASES[name].recipe, output_dir=out / "adapter", force=True, validate=validate)
+
+
+def has_word(text, word):
+    """word (or its plural) in text as a whole word, any case: "tern" is not in "pattern"."""
+    return re.search(rf"\b{re.escape(word.lower())}s?\b", text.lower()) is not None
 
 
 def in_character(output):
-    """Uses a word of Mira's world (whole words: "tern" is not in "pattern")."""
-    import re
-
-    return any(re.search(rf"\b{word}s?\b", output.lower()) for word in MIRA_WORDS)
+    """Uses a word of Mira's world."""
+    return any(has_word(output, word) for word in MIRA_WORDS)
 
 
 def score(name, generator, progress=None):
@@ -83,8 +81,7 @@ def score(name, generator, progress=None):
     from eval import redteam, task
 
     if name in ("qa", "rpg"):
-        data = QA_DATA / "qa_heldout.jsonl" if name == "qa" else RPG_DATA / "rpg_heldout.jsonl"
-        check = task.TASKS[name][0]
+        data, check = task.DEFAULT_DATA[name], task.TASKS[name][0]
         records = [check(r, data, line) for line, r in read_jsonl(data)]
         return task.run_task(name, generator, records, task.DEFAULT_TOKENS[name], progress=progress)
     system = redteam.persona_from(CHARACTER_DATA / "sharegpt_heldout.jsonl")
@@ -116,18 +113,21 @@ def retention(generator):
     records = [record for _, record in read_jsonl(GENERAL)]
     asked = [r for r in records if "expect" in r]
     outputs = generator.generate([r["messages"][:1] for r in asked], 32)
-    right = sum(r["expect"].lower() in o.lower() for r, o in zip(asked, outputs))
+    right = sum(has_word(o, r["expect"]) for r, o in zip(asked, outputs))
     return {"ppl": heldout_loss(generator.model, generator.tok, records)["ppl"], "answers": right / len(asked)}
 
 
-def evaluate_local(name, adapter):
+def evaluate_local(name, adapter, cache=None):
     """Base (adapter off) and tuned scores of a local adapter on the embedded model, each with its
-    retention on the general held-out set."""
+    retention on the general held-out set. `cache` (a dict) keeps the base's retention between calls."""
     from eval._models import HFGenerator, stderr_progress
 
+    cache = {} if cache is None else cache
     generator = HFGenerator(local_model(EMBEDDED), adapter)
     with generator.base():
-        base = {**score(name, generator, stderr_progress(f"{name} base")), "retention": retention(generator)}
+        if "retention" not in cache:
+            cache["retention"] = retention(generator)
+        base = {**score(name, generator, stderr_progress(f"{name} base")), "retention": cache["retention"]}
     tuned = {**score(name, generator, stderr_progress(f"{name} tuned")), "retention": retention(generator)}
     return base, tuned
 
@@ -183,18 +183,19 @@ def chart(rows, path):
 
 def run(out, names=None, force=False, machine="2-core CPU, no GPU"):
     """Train and score each use case (adapters under out/runs), write the tables to `out`."""
+    from eval.report import check_outputs
+
     offline_defaults()
     out = Path(out)
-    if (out / "results.json").exists() and not force:
-        raise FileExistsError(f"{out}/results.json exists; pass --force (make results ARGS=--force) to replace it")
-    rows = []
+    check_outputs(out, ["results.json", "results.md", "results.png"], force)  # make results ARGS=--force
+    rows, base_cache = [], {}
     for name in names or USE_CASES:
         print(f"\n== results: {name}: train {USE_CASES[name].recipe.relative_to(ROOT)}", flush=True)
         start = time.time()
         adapter = train(name, out / "runs")
         seconds = time.time() - start
         print(f"== results: {name}: evaluate base vs tuned", flush=True)
-        rows.append(compare(name, *evaluate_local(name, adapter), seconds))
+        rows.append(compare(name, *evaluate_local(name, adapter, base_cache), seconds))
         print(f"   {name}: {rows[-1]['metric']} base {rows[-1]['base']:.3f} -> tuned {rows[-1]['tuned']:.3f}", flush=True)
     with atomic_open(out / "results.json", force=True) as fh:
         json.dump(rows, fh, indent=2)

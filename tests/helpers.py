@@ -18,13 +18,20 @@ def make_adapter(base, out, r=8, alpha=16, targets=("q_proj", "k_proj", "v_proj"
     return out
 
 
+# the first line vLLM 0.32 logs on a requested (SIGTERM) shutdown: the API server's, or the engine core's
+GRACEFUL_SHUTDOWN = ("[shutdown] API server: shutdown triggered", "[shutdown] EngineCore: trigger received signal")
+
+
 def vllm_log_tracebacks(text):
     """The tracebacks in a vLLM server log, less the one of vLLM 0.32's own shutdown race
     (vllm-project/vllm#48745: during a graceful SIGTERM shutdown AsyncLLM's output handler may log an
-    EngineDeadError with its traceback). Before the first "[shutdown]" line every traceback counts."""
-    serving, _, stopping = text.partition("[shutdown]")
+    EngineDeadError with its traceback). Before the shutdown was requested every traceback counts, and
+    an engine core that exited unexpectedly counts as one wherever it is logged."""
+    cut = min((text.find(m) for m in GRACEFUL_SHUTDOWN if m in text), default=len(text))
+    serving, stopping = text[:cut], text[cut:]
     race = [line for line in stopping.splitlines() if "ERROR" in line and "[async_llm.py:" in line]
     if not any("EngineDeadError" in line for line in race):
         race = []
     rest = [line for line in stopping.splitlines() if line not in race]
-    return serving.count("Traceback") + sum(line.count("Traceback") for line in rest)
+    return (serving.count("Traceback") + sum(line.count("Traceback") for line in rest)
+            + text.count("engine core exited unexpectedly"))

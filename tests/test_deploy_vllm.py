@@ -346,9 +346,12 @@ def test_vllm_log_check_forgives_only_the_known_shutdown_race():
     race = ("(APIServer pid=1) ERROR 12-04 [async_llm.py:906] AsyncLLM output_handler failed.\n"
             "(APIServer pid=1) ERROR 12-04 [async_llm.py:906] Traceback (most recent call last):\n"
             "(APIServer pid=1) ERROR 12-04 [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: x\n")
-    serving = "INFO ready\n"
-    assert vllm_log_tracebacks(serving + "INFO [shutdown] API server: shutdown triggered\n" + race) == 0
-    assert vllm_log_tracebacks(serving + race + "INFO [shutdown] API server: shutdown triggered\n") == 1
+    serving = "(APIServer pid=1) INFO [launcher.py:46] Route: /health\n"
+    sigterm = "(EngineCore pid=2) INFO 12-04 [core.py:1454] [shutdown] EngineCore: trigger received signal=SIGTERM\n"
+    assert vllm_log_tracebacks(serving + sigterm + race) == 0
+    assert vllm_log_tracebacks(serving + race + sigterm) == 1
     other = "Traceback (most recent call last):\nValueError: boom\n"
-    assert vllm_log_tracebacks(serving + "INFO [shutdown] x\n" + race + other) == 1
+    assert vllm_log_tracebacks(serving + sigterm + race + other) == 1
     assert vllm_log_tracebacks(serving + other) == 1
+    crash = "(APIServer pid=1) INFO [core_client.py:818] [shutdown] MPClient: engine core exited unexpectedly; starting cleanup\n"
+    assert vllm_log_tracebacks(serving + crash + race + sigterm) >= 2  # a crash while serving is never forgiven

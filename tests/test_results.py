@@ -15,6 +15,8 @@ def test_thresholds_follow_each_use_case_rule():
     base = scores("break_rate", 0.4, in_character=0.2)
     assert results.compare("character", base, scores("break_rate", 0.2, in_character=0.9))["pass"]
     assert not results.compare("character", base, scores("break_rate", 0.21, in_character=0.9))["pass"]
+    never = scores("break_rate", 0.0, in_character=0.2)  # a base that never breaks leaves nothing to halve
+    assert not results.compare("character", never, scores("break_rate", 0.0, in_character=0.9))["pass"]
 
 
 def test_table_and_chart(tmp_path):
@@ -23,6 +25,7 @@ def test_table_and_chart(tmp_path):
                             scores("break_rate", 0.07, in_character=0.87), 140.0)]
     text = results.markdown(rows, "test machine")
     assert "| rpg | `recipes/tinyllama-rpg/lora-135m.yml` | exact_match | 0.000 | 0.850 | tuned >= 0.8 | yes | 250 |" in text
+    assert "| character |" in text and "tuned <= base / 2 (base > 0) | yes |" in text
     assert "base 0.270, tuned 0.870" in text
     results.chart(rows, tmp_path / "results.png")
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -38,6 +41,8 @@ def test_in_character_needs_mira_s_world():
     assert results.in_character("The tide is high and the lamp is lit.")
     assert not results.in_character("Here is a Python function that sorts a list.")
     assert not results.in_character("A research pattern.") and results.in_character("Two ships passed.")
+    assert results.has_word("It is 0 degrees.", "0") and not results.has_word("It is 100 degrees.", "0")
+    assert not results.has_word("See you Sunday.", "Sun") and results.has_word("The Sun is a star.", "sun")
 
 
 def test_retention_table():

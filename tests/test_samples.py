@@ -37,14 +37,11 @@ RPG_DIR = ROOT / "recipes" / "tinyllama-rpg" / "data"
 
 
 def test_rpg_generator_reproduces_the_checked_in_files(tmp_path):
-    from data_tools.rpg import convert_file
+    """(The converted train and val files: tests/test_recipes.py, CONVERTED.)"""
     from scripts.samples import rpg
 
     for split, path in rpg.write(tmp_path).items():
         assert path.read_bytes() == (RPG_DIR / f"rpg_{split}.jsonl").read_bytes(), f"rerun python -m scripts.samples.rpg --force ({split})"
-    for split, name in (("train", "train.messages.jsonl"), ("val", "val.messages.jsonl")):
-        convert_file(RPG_DIR / f"rpg_{split}.jsonl", tmp_path / name)
-        assert (tmp_path / name).read_bytes() == (RPG_DIR / name).read_bytes(), "rerun data_tools.rpg (README)"
 
 
 def test_rpg_held_out_cases_never_occur_in_training():
@@ -54,10 +51,15 @@ def test_rpg_held_out_cases_never_occur_in_training():
     tasks = {split: {r["task"] for r in rs} for split, rs in rows.items()}
     assert not tasks["train"] & tasks["heldout"] and not tasks["train"] & tasks["val"]
     train_text = " ".join(tasks["train"])
-    for split in ("val", "heldout"):  # unseen entities: items, quests, creatures, attack names
+    for split in ("val", "heldout"):  # unseen entities: items, quests, creatures, dice uses
         for name in rpg.ITEMS[split] + rpg.QUESTS[split] + rpg.CREATURES[split] + rpg.DICE_USES[split]:
             assert name not in train_text, name
-    assert len(rows["heldout"]) == 60 and {r["output"] for r in rows["heldout"]} & set(rpg.STATUS)
+        assert not set(rpg.ATTACKS[split]) & set(rpg.ATTACKS["train"])  # attack names ("glass orb" is an item)
+    sentences = {split: {d for ds in rpg.STATUS.values() for d in ds if any(
+        r["task"].startswith(d.format(c=c)[0].upper() + d.format(c=c)[1:]) for r in rows[split]
+        for c in rpg.CREATURES[split])} for split in rpg.SPLITS}
+    assert sentences["heldout"] and not sentences["heldout"] & sentences["train"]
+    assert len(rows["heldout"]) == 60
 
 
 def test_character_generator_reproduces_its_file_and_keeps_the_red_team_prompts_out(tmp_path):

@@ -30,17 +30,20 @@ def one_request(client, model, prompt, max_tokens, stream):
 
 
 def run_load(base_url, models, requests=200, concurrency=16, max_tokens=16, timeout=120):
-    """Returns {requests, errors, error_samples, p50_s, p95_s, requests_per_s, per_model}."""
+    """models: names served at base_url, or (base_url, name) pairs to spread the requests over several
+    servers. Returns {requests, errors, error_samples, p50_s, p95_s, requests_per_s, per_model}."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=base_url.rstrip("/") + "/v1", api_key="EMPTY", timeout=timeout, max_retries=0)
-    jobs = [(models[i % len(models)], f"Question {i}: what is {i % 7} plus {i % 5}?", i % 2 == 1)
+    targets = [m if isinstance(m, tuple) else (base_url, m) for m in models]
+    clients = {url: OpenAI(base_url=url.rstrip("/") + "/v1", api_key="EMPTY", timeout=timeout, max_retries=0)
+               for url in {url for url, _ in targets}}
+    jobs = [(targets[i % len(targets)], f"Question {i}: what is {i % 7} plus {i % 5}?", i % 2 == 1)
             for i in range(requests)]
 
     def work(job):
-        model, prompt, stream = job
+        (url, model), prompt, stream = job
         try:
-            latency, text = one_request(client, model, prompt, max_tokens, stream)
+            latency, text = one_request(clients[url], model, prompt, max_tokens, stream)
             return model, latency, None if text else "empty reply"
         except Exception as err:  # noqa: BLE001 - every failure is counted and shown
             return model, None, f"{type(err).__name__}: {err}"
@@ -56,7 +59,8 @@ def run_load(base_url, models, requests=200, concurrency=16, max_tokens=16, time
     return {"requests": requests, "concurrency": concurrency, "errors": len(errors), "error_samples": errors[:3],
             "p50_s": quantile(0.50), "p95_s": quantile(0.95), "mean_s": statistics.fmean(latencies) if latencies else None,
             "requests_per_s": requests / wall, "wall_s": wall,
-            "per_model": {m: sum(1 for model, _, err in results if model == m and err is None) for m in models}}
+            "per_model": {m: sum(1 for model, _, err in results if model == m and err is None)
+                          for _, m in targets}}
 
 
 @cli

@@ -2,14 +2,14 @@
 import argparse
 from pathlib import Path
 
-from common.io import write_jsonl
+from common.io import check_output, write_jsonl
 
 
 def write_files(rows_by_name, out_dir, force=False):
-    """{file name: rows} -> JSONL files in out_dir (refused without force when one exists); {name: path}."""
-    paths = {}
+    """{file name: rows} -> JSONL files in out_dir; {name: path}. Without force an existing file refuses
+    the whole run before anything is written."""
+    paths = {name: check_output(Path(out_dir) / name, force) for name in rows_by_name}
     for name, rows in rows_by_name.items():
-        paths[name] = Path(out_dir) / name
         write_jsonl(paths[name], rows, force=force)
     return paths
 

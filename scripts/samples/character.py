@@ -12,7 +12,6 @@ byte on every run.
 
   python -m scripts.samples.character [--out recipes/llama3-character-chat/data] [--force]
 """
-import json
 import random
 import sys
 
@@ -85,9 +84,10 @@ EVERYDAY = [
 
 
 def persona():
-    with (DATA / "sharegpt_train.jsonl").open(encoding="utf-8") as fh:
-        first = json.loads(fh.readline())
-    return first["conversations"][0]["value"]
+    """Mira's character card: the system prompt of the hand-written conversations."""
+    from eval.redteam import persona_from
+
+    return persona_from(DATA / "sharegpt_train.jsonl")
 
 
 def conversation(system, question, answer):

@@ -11,8 +11,8 @@ Splits keep cases apart, so the held-out score measures the rule, not memory:
   rpg_train.jsonl    290 tasks (60 a family; 50 status tasks: each sentence once)
   rpg_val.jsonl      40 tasks: the val loss during training
   rpg_heldout.jsonl  60 tasks: the final metric (exact match)
-Status sentences, creatures, loot items, attack names, dice uses and quest names of val and
-held-out tasks never occur in training. Deterministic: the same files byte for byte on every run.
+Status sentences, creatures, loot items, dice uses and quest names of val and held-out tasks never
+occur in training, and their attack names are no training attack's. Deterministic: the same files byte for byte on every run.
 
   python -m scripts.samples.rpg [--out recipes/tinyllama-rpg/data] [--force]
 """
