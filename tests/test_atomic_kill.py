@@ -193,6 +193,7 @@ WRITERS = {
                          "recipes/tinyllama-qa/data/train.messages.jsonl"],
                         "dir/adapter_config.json"),
     "scripts.quickstart": (["--output-dir", "{out}", "--max-steps", "1"], "dir"),
+    "scripts.results": (["--out", "{out}", "--only", "rpg"], "dir/results.json"),
 }
 
 
