@@ -3,6 +3,8 @@ PY := .cache/venv/bin/python
 export HF_HUB_OFFLINE := 1
 export AXOLOTL_DO_NOT_TRACK := 1
 export WANDB_MODE ?= disabled
+# Training prints one progress line per logging step (common/train_progress.py), so tqdm's redrawn
+# bars stay off; RECIPES_VERBOSE=1 (or ARGS=--verbose) shows every library message.
 export TQDM_DISABLE ?= 1
 
 .PHONY: setup quickstart results test clean

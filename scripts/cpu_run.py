@@ -1,22 +1,30 @@
-"""Run any recipe on CPU without editing it: real `accelerate launch --cpu -m axolotl.cli.train`.
+"""Run any recipe on CPU without editing it: real `accelerate launch --cpu`, Axolotl's own train CLI.
 
 Overrides only what a CPU cannot do: the base model becomes the matching embedded or tiny stand-in
 model, bf16/fp16/tf32 and 4/8-bit loading are turned off (QLoRA trains as plain LoRA), flash
 attention, sample packing, Axolotl's Triton LoRA kernels, 8-bit optimizers, DeepSpeed/FSDP and W&B
 are dropped. Data format, chat template and LoRA settings stay as the recipe wrote them.
+
+The data is checked first (scripts.check_recipes: fields, roles); a problem stops the run with the
+file, line and field before training starts. The terminal shows one line per logging step (step,
+loss, time left) and Axolotl's warnings; train.log in the output dir holds the terminal's lines and
+the Trainer's metrics, debug.log all of Axolotl's log, axolotl_config.json the resolved config.
+--verbose (or RECIPES_VERBOSE=1) shows everything.
 """
 import argparse
 import os
 import subprocess
 import sys
+from itertools import islice
 from pathlib import Path
 
 import yaml
 
 from common import OFFLINE_ENV, ROOT
 from common.errors import InputError, cli
-from common.io import atomic_open, check_output, read_yaml
+from common.io import atomic_open, check_output, read_jsonl, read_yaml
 from common.models import stand_in_for
+from common.quiet import set_verbose, verbose
 
 OFF = {
     "bf16": False, "fp16": False, "tf32": False, "bfloat16": False, "float16": False,
@@ -30,6 +38,7 @@ DROP = ("deepspeed", "fsdp", "fsdp_config", "fsdp_version", "wandb_project", "wa
         "wandb_name", "wandb_run_id", "wandb_watch", "wandb_log_model", "hub_model_id",
         "push_dataset_to_hub", "base_model_config", "tokenizer_config", "gptq", "bnb_config_kwargs")
 GPU_OPTIMIZERS = ("8bit", "bnb", "paged", "apollo", "muon")
+PROGRESS_PLUGIN = "common.train_progress.Progress"  # step / loss / time-left lines
 
 
 def load_recipe(path):
@@ -106,6 +115,7 @@ def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=Fal
     if cfg.get("attn_implementation") not in (None, "eager", "sdpa"):
         put("attn_implementation", "sdpa")
     put("dataloader_num_workers", 0)  # worker processes only cost start-up time on 2 cores
+    put("dataloader_pin_memory", False)  # no accelerator to pin memory for
     if cfg.get("adapter") == "qlora":
         put("adapter", "lora")
     if any(tag in str(cfg.get("optimizer", "")) for tag in GPU_OPTIMIZERS):
@@ -129,6 +139,8 @@ def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=Fal
     out = Path(output_dir or ROOT / "outputs" / "cpu_runs" / Path(recipe).parent.name / Path(recipe).stem)
     put("output_dir", str(out))
     put("dataset_prepared_path", str(out / "prepared"))
+    if PROGRESS_PLUGIN not in (cfg.get("plugins") or []):
+        put("plugins", [*(cfg.get("plugins") or []), PROGRESS_PLUGIN])
     return cfg, changes
 
 
@@ -139,28 +151,72 @@ def write_config(cfg, path, force=True):
 
 
 def launch_command(config_path):
+    import psutil
+
     accelerate = Path(sys.executable).parent / "accelerate"
+    # the thread count accelerate would pick (and warn about when it is not given)
+    threads = os.environ.get("OMP_NUM_THREADS") or max(psutil.cpu_count(logical=False) or 1, 1)
     return [str(accelerate), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", "axolotl.cli.train", str(config_path)]
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads),
+            "-m", "common.axolotl_train", str(config_path)]
+
+
+def metrics_line(line):
+    """The Trainer's metric dicts: kept in train.log, on the terminal only when verbose (the progress
+    lines say the same)."""
+    return line.startswith("{'")
 
 
 def train(config_path, log_path=None):
     """Run the real Axolotl training; stream its output (and tee it to log_path). Returns rc."""
     env = {**os.environ, **{k: v for k, v in OFFLINE_ENV.items() if k not in os.environ}}
     env.setdefault("TQDM_DISABLE", "1")
-    log = open(log_path, "w", encoding="utf-8") if log_path else None
+    env.setdefault("PYTHONUNBUFFERED", "1")  # lines as they come
+    show_all = verbose()
+    log = open(log_path, "w", encoding="utf-8", buffering=1) if log_path else None  # line by line
     try:
         proc = subprocess.Popen(launch_command(config_path), cwd=ROOT, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in proc.stdout:
-            sys.stdout.write(line)
+            if show_all or not metrics_line(line):
+                sys.stdout.write(line)
+                sys.stdout.flush()
             if log:
                 log.write(line)
         return proc.wait()
     finally:
         if log:
             log.close()
+
+
+def check_data(recipe, cfg):
+    """The first records of each local JSONL dataset against its type, field mappings and roles
+    (scripts.check_recipes' data check), before Axolotl starts: the first problem raises InputError
+    naming the recipe's line and field and the data file's line."""
+    from scripts.check_recipes import FIRST_RECORDS, _check_records
+    from scripts.recipe_schema import Checker, Report, key_lines
+
+    lines = key_lines(Path(recipe).read_text(encoding="utf-8"))
+    for key in ("datasets", "test_datasets"):
+        # _check_records names fields datasets[i]...; test_datasets get their own lines and names
+        key_at = lines if key == "datasets" else {k[len("test_"):]: v for k, v in lines.items()
+                                                  if k.startswith("test_datasets")}
+        for i, ds in enumerate(cfg.get(key) or []):
+            path = Path(str(ds.get("path", "")))
+            path = path if path.is_absolute() else ROOT / path
+            if path.suffix != ".jsonl" or not path.is_file():
+                continue
+            shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            records = list(islice(read_jsonl(path), FIRST_RECORDS))
+            if not records:
+                raise InputError(f"{shown} has no records", recipe, key_at.get(f"datasets[{i}]"),
+                                 f"{key}[{i}].path")
+            report = Report(recipe)
+            _check_records(Checker(recipe, report, key_at), i, ds, records, shown)
+            if report.errors:
+                err = report.errors[0]
+                raise InputError(err.message + "; stopped before training", err.file, err.line,
+                                 key + err.field[len("datasets"):])
 
 
 def prepare_run(recipe, dataset=None, max_steps=None, output_dir=None, force=False, resume=False,
@@ -183,6 +239,7 @@ def run_recipe(recipe, dataset=None, max_steps=None, output_dir=None, force=Fals
     """Train the recipe on CPU; returns the output dir holding the adapter. validate=False skips the
     recipe's validation set (training only)."""
     config_path = prepare_run(recipe, dataset, max_steps, output_dir, force, resume, eval_dataset, validate)
+    check_data(recipe, read_yaml(config_path))
     out = config_path.parent
     rc = train(config_path, out / ("resume.log" if resume else "train.log"))
     if rc != 0:
@@ -203,7 +260,10 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="overwrite an earlier adapter")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its last checkpoint in the output dir")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library message and metric (RECIPES_VERBOSE=1 does the same)")
     args = parser.parse_args(argv)
+    set_verbose(args.verbose)
     if args.dry_run:
         cfg, changes = cpu_config(args.recipe, args.dataset, args.max_steps, args.output_dir, args.resume,
                                     args.eval_dataset)

