@@ -8,10 +8,11 @@
       Checks every adapter, starts vLLM (deploy.vllm_server), waits for /health with a progress line,
       prints the endpoint and the served names, serves until Ctrl-C/SIGTERM, then stops every
       process it started.
-  serve-command (same options) [-o serve.sh]
+  serve-command (same options) [--recipe RECIPE.yml | --max-model-len N] [-o serve.sh]
       Prints (or writes as a script) the server command: --lora-modules as JSON objects,
       --max-lora-rank the smallest allowed value >= every adapter's rank, --max-loras = number of
-      adapters. Every argument is shell-quoted; the API key is read from an environment variable,
+      adapters, --max-model-len the recipe's sequence_len (vLLM's default is the model's whole
+      context, 131072 for Llama 3.1, whose KV cache does not fit beside the weights on a 24 GB card). Every argument is shell-quoted; the API key is read from an environment variable,
       never written.
   load --base-url URL NAME PATH / unload --base-url URL NAME
       POST /v1/load_lora_adapter or /v1/unload_lora_adapter on a running server; the server must
@@ -42,7 +43,7 @@ import urllib.request
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import atomic_open, check_output, read_json
+from common.io import atomic_open, check_output, read_json, read_text
 
 ALLOWED_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_MAX_LORA_RANK = 16
@@ -350,6 +351,22 @@ def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000,
     return argv, key_index, info
 
 
+def _recipe_sequence_len(recipe):
+    """sequence_len of an Axolotl recipe (Axolotl's default 2048 when unset)."""
+    import yaml
+
+    text = read_text(recipe)
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}", recipe, mark.line + 1 if mark else None)
+    value = (cfg or {}).get("sequence_len", 2048) if isinstance(cfg, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InputError(f"sequence_len must be a positive integer, got {value!r}", recipe, field="sequence_len")
+    return value
+
+
 def _config_rank(path):
     config = read_json(Path(path) / "adapter_config.json")
     ranks = [config.get("r") or 0] + list((config.get("rank_pattern") or {}).values())
@@ -494,7 +511,10 @@ def main(argv=None):
         p.add_argument("--api-key-env", metavar="VAR", help="require an API key, read from this environment variable")
         p.add_argument("--max-lora-rank", type=int, help="override (default: smallest allowed >= the adapters' rank)")
         p.add_argument("--max-loras", type=int, help="adapters active per batch (default: the number given)")
-        p.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+        p.add_argument("--max-model-len", type=int, help="context length (default: --recipe's sequence_len, "
+                       "else the model's)")
+        p.add_argument("--recipe", help="the Axolotl recipe the adapters were trained with: --max-model-len "
+                       "defaults to its sequence_len")
         p.add_argument("--allow-runtime-lora", action="store_true",
                        help="set VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (for load/unload)")
         p.add_argument("--skip-check", action="store_true", help="do not run `check` on the adapters")
@@ -542,7 +562,12 @@ def main(argv=None):
     if args.command in ("serve-command", "serve"):
         if args.command == "serve-command" and args.output:
             check_output(args.output, args.force)
-        extra = ["--max-model-len", str(args.max_model_len)] if args.max_model_len else []
+        max_model_len = args.max_model_len or (_recipe_sequence_len(args.recipe) if args.recipe else None)
+        if max_model_len is None and args.command == "serve-command":
+            print("warning: no --max-model-len (or --recipe): vLLM reserves KV cache for the model's whole "
+                  "context (131072 tokens for Llama 3.1), which does not fit beside the weights on a 24 GB card",
+                  file=sys.stderr)
+        extra = ["--max-model-len", str(max_model_len)] if max_model_len else []
         argv_, key_index, info = serve_argv(args.base, args.adapter, args.merged, args.host, args.port,
                                             args.api_key_env, args.served_model_name, args.max_lora_rank,
                                             check=not args.skip_check, extra=extra, python=args.python,

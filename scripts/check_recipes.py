@@ -28,7 +28,9 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import sys
+import types
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,6 +46,8 @@ from scripts.recipe_schema import Checker, Report, check_keys, key_lines, valida
 # what `axolotl train` would see on one H100 (multi-GPU recipes: 4 of them)
 GPU_CAPABILITIES = {"bf16": True, "fp8": False, "tf32": True, "compute_capability": "sm_90"}
 MULTI_GPU = 4
+MIN_STEPS = 20              # optimizer steps below which a recipe barely moves from its warm-up
+MIN_STEPS_COMMENT = re.compile(r"^#\s*check_recipes:\s*min_steps\s+(\d+)", re.MULTILINE)
 FIRST_RECORDS = 5            # records checked field by field
 TOKENIZED_RECORDS = 2000     # records run through Axolotl's prompt strategy (length / masking)
 # Axolotl's default role names for chat_template datasets (prompt_strategies/chat_template.py)
@@ -369,7 +373,7 @@ def _tokenize(check, i, ds, valid_cfg, tokenizer, records, data_path):
             tokenized = list(wrapped)
     except Exception as err:
         check.error(f"{key}.type", f"Axolotl cannot tokenize {data_path} as {kind!r}: {type(err).__name__}: {err}")
-        return
+        return None
     untrained = [n for n, ex in enumerate(tokenized, 1) if not any(l != -100 for l in ex["labels"])]
     too_long = [n for n, ex in enumerate(tokenized, 1) if len(ex["input_ids"]) > (valid_cfg.sequence_len or 2048)]
     if untrained:
@@ -380,6 +384,61 @@ def _tokenize(check, i, ds, valid_cfg, tokenizer, records, data_path):
     if too_long:
         check.warn("sequence_len", f"{len(too_long)} of {len(tokenized)} records of {data_path} are longer "
                    f"than {valid_cfg.sequence_len} tokens; Axolotl drops them (first: record {too_long[0]})")
+    return tokenized
+
+
+def optimizer_steps(valid_cfg, tokenized, num_gpus=1, total_records=None):
+    """Optimizer steps, tokens per step and warm-up steps as Axolotl 0.19 computes them for `axolotl train`:
+    its long/short-sample filter (handle_long_seq_in_dataset), process_datasets_for_packing, then
+    calculate_total_num_steps (which the trainer gets as max_steps: with sample packing, bins of
+    micro_batch_size x sequence_len tokens, drop_last) and its builder's warm-up rule. `tokenized` are
+    Axolotl-tokenized rows; with total_records > len(tokenized) the counts are scaled up (estimate)."""
+    import datasets
+    import torch
+    from axolotl.core.builders.base import TrainerBuilderBase
+    from axolotl.utils.data.utils import handle_long_seq_in_dataset
+    from axolotl.utils.dict import DictDefault
+    from axolotl.utils.trainer import calculate_total_num_steps, process_datasets_for_packing
+
+    cfg = DictDefault(copy.deepcopy(dict(valid_cfg)))
+    cfg.batch_size = cfg.micro_batch_size * cfg.gradient_accumulation_steps * num_gpus  # normalize_config, N ranks
+    cfg.dataset_num_proc = 1
+    for key in ("total_num_tokens", "total_supervised_tokens", "sample_packing_eff_est"):
+        cfg[key] = None
+    rows = [{k: ex[k] for k in ("input_ids", "attention_mask", "labels") if k in ex} for ex in tokenized]
+    with _quiet_datasets(), _capture_axolotl_log([]):
+        ds = handle_long_seq_in_dataset(datasets.Dataset.from_list(rows), cfg.sequence_len, cfg)
+        ds, _ = process_datasets_for_packing(cfg, ds, None)
+        torch.manual_seed(cfg.seed or 42)   # the packing sampler shuffles
+        steps = calculate_total_num_steps(cfg, ds)
+    scale = (total_records or len(tokenized)) / max(len(tokenized), 1)
+    steps = int(steps * scale) if scale > 1 else steps
+    kwargs = {}
+    TrainerBuilderBase._configure_warmup_and_logging(types.SimpleNamespace(cfg=cfg), steps, kwargs)
+    tokens = cfg.total_num_tokens * scale * cfg.num_epochs
+    return {"optimizer_steps": steps, "estimated": scale > 1, "samples": int(len(ds) * scale),
+            "epochs": cfg.num_epochs, "batch": cfg.batch_size, "num_gpus": num_gpus,
+            "sample_packing": bool(cfg.sample_packing),
+            "packing_efficiency": cfg.sample_packing_eff_est if cfg.sample_packing else None,
+            "samples_per_step": round(len(ds) * scale * cfg.num_epochs / steps, 1) if steps else None,
+            "tokens_per_step": int(tokens / steps) if steps else None,
+            "warmup_steps": int(kwargs.get("warmup_steps") or 0)}
+
+
+def _min_steps(text, default):
+    """A recipe may lower the floor with a comment line `# check_recipes: min_steps N (why)`."""
+    match = MIN_STEPS_COMMENT.search(text)
+    return int(match.group(1)) if match else default
+
+
+def _check_steps(check, steps, floor):
+    if steps["optimizer_steps"] < floor:
+        check.error("num_epochs", f"trains only {steps['optimizer_steps']} optimizer step(s) on its data "
+                    f"(floor {floor}): {steps['samples']} samples x {steps['epochs']} epoch(s) at "
+                    f"{steps['samples_per_step']} samples per step"
+                    + (" (sample packing puts several samples in each micro batch)" if steps["sample_packing"] else "")
+                    + "; lower micro_batch_size / gradient_accumulation_steps, turn sample_packing off, add epochs "
+                    "or data, or lower the floor (--min-steps, or `# check_recipes: min_steps N` in the recipe)")
 
 
 @contextlib.contextmanager
@@ -398,8 +457,8 @@ def _quiet_datasets():
             datasets.utils.logging.enable_progress_bar()
 
 
-def check_recipe(recipe):
-    """Check one recipe; returns a Report (errors, warnings, notes)."""
+def check_recipe(recipe, min_steps=MIN_STEPS):
+    """Check one recipe; returns a Report (errors, warnings, notes; steps: optimizer_steps() or None)."""
     recipe = Path(recipe)
     shown = recipe.relative_to(ROOT) if recipe.resolve().is_relative_to(ROOT) and recipe.is_absolute() else recipe
     report = Report(shown)
@@ -471,13 +530,20 @@ def check_recipe(recipe):
     valid, tokenizer = _axolotl(check, cfg, multi_gpu)
     if tokenizer is None:
         return report
+    all_tokenized, total = [], 0
     for i, ds, records, fields_ok in data:
         if not fields_ok:
             continue
         if str(ds.get("type", "")).split(":")[0] == "chat_template":
             line, record = records[0]
             _render_chat(check, i, ds, valid, tokenizer, record, ds["path"], line)
-        _tokenize(check, i, ds, valid, tokenizer, records, ds["path"])
+        tokenized = _tokenize(check, i, ds, valid, tokenizer, records, ds["path"])
+        if tokenized is not None:
+            all_tokenized += tokenized
+            total += len(records)
+    if all_tokenized and report.ok and len(data) == len(cfg.get("datasets") or []):
+        report.steps = optimizer_steps(valid, all_tokenized, MULTI_GPU if multi_gpu else 1, total)
+        _check_steps(check, report.steps, _min_steps(text, min_steps))
     return report
 
 
@@ -495,6 +561,14 @@ def print_report(report, stream=None, quiet=False, verbose=False):
     if verbose:
         for note in report.notes:
             print(f"note: {report.recipe}: axolotl says: {note.splitlines()[0]}", file=stream)
+    if report.steps:
+        st = report.steps
+        print(f"steps: {report.recipe}: {'~' if st['estimated'] else ''}{st['optimizer_steps']} optimizer steps "
+              f"({st['samples']} samples x {st['epochs']} epochs, batch {st['batch']}"
+              + (f" over {st['num_gpus']} GPUs" if st["num_gpus"] > 1 else "")
+              + (f", packed at {st['packing_efficiency']:.0%} efficiency" if st["sample_packing"] else ", unpacked")
+              + f"), {st['samples_per_step']} samples and {st['tokens_per_step']} tokens per step, "
+              f"{st['warmup_steps']} warm-up steps", file=stream)
     status = "ok" if report.ok else f"FAILED ({len(report.errors)} error(s))"
     print(f"{status}: {report.recipe}", file=stream)
 
@@ -506,12 +580,15 @@ def main(argv=None):
     parser.add_argument("recipes", nargs="*", help="recipe files (default: recipes/**/*.yml)")
     parser.add_argument("--quiet", action="store_true", help="print errors only")
     parser.add_argument("--verbose", action="store_true", help="also print Axolotl's own warnings")
+    parser.add_argument("--min-steps", type=int, default=MIN_STEPS,
+                        help="fail a recipe that trains fewer optimizer steps on its data (default %(default)s; "
+                        "a recipe lowers it for itself with a line `# check_recipes: min_steps N`)")
     args = parser.parse_args(argv)
     offline_defaults()
     recipes = [Path(r) for r in args.recipes] or default_recipes()
     failed = 0
     for recipe in recipes:
-        report = check_recipe(recipe)
+        report = check_recipe(recipe, args.min_steps)
         print_report(report, quiet=args.quiet, verbose=args.verbose)
         failed += not report.ok
     print(f"{len(recipes) - failed} of {len(recipes)} recipe(s) ok")

@@ -22,10 +22,15 @@ The model (bytes; "h" hidden size, "i" MLP size, "q"/"kv" query/key-value widths
                  Without gradient checkpointing: L layers of that, plus one layer's worth as backward
                  workspace. With it: each layer's input (2h) for L layers, plus two layers' worth (the
                  layer being recomputed and its gradients).
-  logits + loss  T x V x 10 bytes: 16-bit logits, fp32 log-softmax, fp32 gradient.
+  logits + loss  T x V x 14 bytes (transformers' loss path): the 16-bit logits the model returns (2), their
+                 fp32 upcast (4), the fp32 log-softmax cross_entropy keeps (4) and its fp32 gradient (4).
   overhead       1 GiB: CUDA context, cuBLAS/NCCL workspaces, allocator slack.
-  multi-GPU      ZeRO-2: gradients and optimizer states / N; ZeRO-3 and FSDP: weights too / N (plus
-                 one gathered layer); activations are per GPU in every case.
+  multi-GPU      ZeRO-2: gradients and optimizer states / N; ZeRO-3 and FSDP: weights too / N, plus one
+                 gathered decoder layer and the gathered embed_tokens and lm_head (16-bit, V x h each; ~1 GiB
+                 each for Llama-3.1-8B: the root unit holds them through forward and backward); activations
+                 are per GPU in every case.
+  cards          bf16: true or flash attention (attn_implementation flash_attention_2, flash_attention: true)
+                 need Ampere (sm_80) or newer: such a recipe never "fits" a T4 (sm_75), whatever its size.
 
 Sample packing does not change the estimate (T tokens either way). Not modelled: the brief fp32
 upcast of embeddings while a k-bit model is prepared, fragmentation beyond the 1 GiB, evaluation.
@@ -41,6 +46,8 @@ from scripts.cpu_run import load_recipe
 
 GIB = 1024 ** 3
 OVERHEAD_GIB = 1.0
+LOSS_BYTES = 14      # per logits element (see the docstring)
+AMPERE = 80          # compute capability 8.0: bf16 and FlashAttention-2
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,8 @@ ARCHITECTURES = {
 # total memory as nvidia-smi reports it, MiB
 GPUS = {"h100": 81559, "a100-80": 81920, "a100-40": 40960, "rtx4090": 24564, "l4": 23034,
         "a10g": 23028, "t4": 15360}
+# compute capability x 10 (NVIDIA's CUDA GPUs table)
+CAPABILITY = {"h100": 90, "a100-80": 80, "a100-40": 80, "rtx4090": 89, "l4": 89, "a10g": 86, "t4": 75}
 LORA_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # modules fed the same input
 REUSED_INPUT = ("o_proj", "down_proj")  # their inputs are already kept (attention output, SiLU*up)
 
@@ -150,8 +159,25 @@ def _distributed(cfg):
     return None
 
 
-def estimate(cfg, recipe=None, num_gpus=None, micro_batch_size=None, sequence_len=None):
-    """Peak training memory per GPU for a recipe dict; returns a dict (bytes and a description)."""
+def needs_ampere(cfg):
+    """What in a recipe needs an Ampere-or-newer card (bf16, flash attention); [] when any CUDA card runs it."""
+    reasons = []
+    if cfg.get("bf16") is True:
+        reasons.append("bf16: true")
+    attn = str(cfg.get("attn_implementation") or "")
+    if attn.startswith("flash_attention") or cfg.get("flash_attention"):
+        reasons.append(f"attn_implementation: {attn}" if attn else "flash_attention: true")
+    return reasons
+
+
+def runs_on(cfg, gpu):
+    return not needs_ampere(cfg) or CAPABILITY[gpu] >= AMPERE
+
+
+def estimate(cfg, recipe=None, num_gpus=None, micro_batch_size=None, sequence_len=None,
+             loss_bytes=LOSS_BYTES, overhead_gib=OVERHEAD_GIB):
+    """Peak training memory per GPU for a recipe dict; returns a dict (bytes and a description).
+    loss_bytes and overhead_gib are for comparing with other trainers (tests/test_memory.py)."""
     arch = arch_for(cfg.get("base_model"), recipe)
     bits = 4 if cfg.get("load_in_4bit") or cfg.get("adapter") == "qlora" else 8 if cfg.get("load_in_8bit") else 16
     half = bool(cfg.get("bf16") or cfg.get("fp16") or bits < 16)
@@ -203,27 +229,30 @@ def estimate(cfg, recipe=None, num_gpus=None, micro_batch_size=None, sequence_le
         activations = tokens * (arch.layers * 2 * arch.hidden + 2 * act)
     else:
         activations = tokens * (arch.layers + 1) * act
-    logits = tokens * arch.vocab * 10
+    logits = tokens * arch.vocab * loss_bytes
 
     # --- sharding over GPUs
     if dist in ("zero2", "zero3", "fsdp", "fsdp-offload"):
         lora_grads /= n
     if dist in ("zero1", "zero2", "zero3", "fsdp", "fsdp-offload"):
         opt_states /= n
+    gathered = sum(a * b for a, b in mods.values()) * per_param \
+        + arch.vocab * arch.hidden * (1 if arch.tied else 2) * (2 if half else 4)   # a layer, embed_tokens, lm_head
     if dist in ("zero3", "fsdp"):
-        weight_bytes = weight_bytes / n + sum(a * b for a, b in mods.values()) * per_param  # + 1 gathered layer
+        weight_bytes = weight_bytes / n + gathered
         lora_weights /= n
     elif dist == "fsdp-offload":
-        weight_bytes = sum(a * b for a, b in mods.values()) * per_param  # one gathered layer on the GPU
+        weight_bytes = gathered   # only what is gathered lives on the GPU
 
     parts = [
-        (f"base weights ({weight_label}{', sharded /' + str(n) if dist in ('zero3', 'fsdp') else ''})", weight_bytes),
+        (f"base weights ({weight_label}{', sharded /' + str(n) + ' + gathered' if dist in ('zero3', 'fsdp') else ''})",
+         weight_bytes),
         ("LoRA weights (fp32)", lora_weights),
         ("LoRA gradients (fp32)", lora_grads),
         (f"optimizer states ({'8-bit' if state_bytes == 2 else 'AdamW 2 x fp32'})", opt_states),
         (f"activations ({'checkpointed' if checkpointing else 'no checkpointing'})", activations),
         ("logits + loss", logits),
-        ("CUDA context + workspace", OVERHEAD_GIB * GIB),
+        ("CUDA context + workspace", overhead_gib * GIB),
     ]
     total = sum(b for _, b in parts)
     return {
@@ -239,6 +268,7 @@ def estimate(cfg, recipe=None, num_gpus=None, micro_batch_size=None, sequence_le
         "gradient_checkpointing": checkpointing,
         "distributed": dist,
         "num_gpus": n,
+        "needs_ampere": needs_ampere(cfg),
         "components_gib": {name: round(b / GIB, 3) for name, b in parts},
         "total_gib": round(total / GIB, 2),
     }
@@ -246,6 +276,12 @@ def estimate(cfg, recipe=None, num_gpus=None, micro_batch_size=None, sequence_le
 
 def fits(total_gib, capacity_gib):
     return total_gib <= capacity_gib
+
+
+def fitting_gpus(result):
+    """Known cards with room for the estimate and the compute capability the recipe needs."""
+    return [g for g, mib in GPUS.items() if fits(result["total_gib"], mib / 1024)
+            and (CAPABILITY[g] >= AMPERE or not result["needs_ampere"])]
 
 
 def card_capacity(gpu=None, gpu_gb=None):
@@ -272,12 +308,16 @@ def render(result, recipe, card=None, capacity=None):
         lines.append(f"{name:<{width}}{gib:>8.2f}")
     lines.append(f"{'total (estimate)':<{width}}{result['total_gib']:>8.2f}")
     lines.append("")
+    if result["needs_ampere"]:
+        lines.append(f"needs Ampere (sm_80) or newer for {' and '.join(result['needs_ampere'])}")
     if card:
         verdict = "fits" if fits(result["total_gib"], capacity) else "does NOT fit"
+        if card in CAPABILITY and CAPABILITY[card] < AMPERE and result["needs_ampere"]:
+            verdict = f"cannot run it (sm_{CAPABILITY[card]}: no {' / '.join(result['needs_ampere'])})"
         lines.append(f"{card} ({capacity:.1f} GiB): {verdict} "
                      f"({capacity - result['total_gib']:+.1f} GiB headroom)")
     else:
-        ok = [g for g, mib in GPUS.items() if fits(result["total_gib"], mib / 1024)]
+        ok = fitting_gpus(result)
         lines.append(f"fits: {', '.join(ok) if ok else 'none of ' + ', '.join(GPUS)}")
     return "\n".join(lines)
 
@@ -301,9 +341,10 @@ def main(argv=None):
     if args.json:
         out = {"recipe": str(args.recipe), **result}
         if name:
-            out.update(gpu=name, gpu_gib=round(capacity, 2), fits=fits(result["total_gib"], capacity))
+            out.update(gpu=name, gpu_gib=round(capacity, 2), fits=fits(result["total_gib"], capacity)
+                       and (name not in CAPABILITY or name in fitting_gpus({**result, "total_gib": 0})))
         else:
-            out["fits_gpus"] = [g for g, mib in GPUS.items() if fits(result["total_gib"], mib / 1024)]
+            out["fits_gpus"] = fitting_gpus(result)
         print(json.dumps(out, indent=2))
     else:
         print(render(result, args.recipe, name, capacity))

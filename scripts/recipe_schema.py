@@ -19,6 +19,7 @@ class Report:
     errors: list = field(default_factory=list)     # InputError
     warnings: list = field(default_factory=list)   # InputError (printed as warnings)
     notes: list = field(default_factory=list)      # str: Axolotl's own warnings, informational
+    steps: dict = None                             # scripts.check_recipes.optimizer_steps()
 
     @property
     def ok(self):

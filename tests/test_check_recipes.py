@@ -131,3 +131,40 @@ def test_discord_wandb_switch_is_valid_when_uncommented(tmp_path):
     enabled.write_text(text.replace("# wandb_", "wandb_"))
     assert yaml.safe_load(enabled.read_text())["wandb_project"] == "discord-persona"
     assert check_recipes.check_recipe(enabled).ok
+
+
+def test_shipped_gpu_recipes_train_enough_steps():
+    """Axolotl's own count on the shipped data: unpacked, batch 4 over 176 questions x 5 epochs."""
+    report = check_recipes.check_recipe(QA)
+    steps = report.steps
+    assert steps["optimizer_steps"] == 220 and steps["sample_packing"] is False and steps["batch"] == 4
+    assert steps["samples_per_step"] == 4.0 and steps["warmup_steps"] == 11   # int(0.05 x 220)
+    assert 100 < steps["tokens_per_step"] < 1000
+
+
+def test_packing_collapses_the_steps_and_fails_the_floor(tmp_path):
+    """Packed, the 50 conversations x 3 epochs fit in ~3 optimizer steps (Axolotl bins
+    micro_batch_size x sequence_len tokens per micro batch): below the floor, naming the file and key."""
+    packed = _broken(tmp_path, CHARACTER, lambda c: c.update(sample_packing=True, gradient_accumulation_steps=8))
+    report = check_recipes.check_recipe(packed)
+    assert report.steps["sample_packing"] and report.steps["optimizer_steps"] < 6
+    assert report.steps["packing_efficiency"] > 0.5 and report.steps["samples_per_step"] > 10
+    errors = [str(e) for e in report.errors]
+    assert any(str(packed) in e and "'num_epochs'" in e and "optimizer step(s)" in e and "floor 20" in e
+               for e in errors)
+    commented = tmp_path / "commented.yml"      # a recipe lowers its own floor (the CLI flag: test below)
+    commented.write_text("# check_recipes: min_steps 2 (a demo)\n" + packed.read_text())
+    assert check_recipes.check_recipe(commented).ok
+
+
+def test_cli_prints_the_steps(tmp_path, capsys):
+    check_recipes.main([str(ROOT / "recipes/tinyllama-rpg/lora-1.1b.yml")])
+    out = capsys.readouterr().out
+    assert "182 optimizer steps (290 samples x 5.0 epochs, batch 8, unpacked)" in out
+    assert "tokens per step" in out and "9 warm-up steps" in out
+    packed = _broken(tmp_path, ROOT / "recipes/tinyllama-rpg/lora-1.1b.yml", lambda c: c.update(sample_packing=True, gradient_accumulation_steps=8))
+    with pytest.raises(SystemExit):
+        check_recipes.main([str(packed)])
+    assert "packed at" in capsys.readouterr().out
+    check_recipes.main([str(packed), "--min-steps", "5"])
+    assert "1 of 1 recipe(s) ok" in capsys.readouterr().out

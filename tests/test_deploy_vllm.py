@@ -194,6 +194,26 @@ def test_serve_command_merged_and_refusals(tmp_path, make_adapter, tinyllama, ca
         vllm.main(["serve-command", "--base", str(tinyllama), "--api-key-env", "NOT A NAME; rm"])
 
 
+def test_serve_command_max_model_len_from_the_recipe(good_adapter, tinyllama, tmp_path, capsys):
+    """vLLM's default context for Llama 3.1 (131072) leaves no room for its KV cache on a 24 GB card:
+    serve-command takes the recipe's sequence_len, or the flag, and warns when given neither."""
+    recipe = "recipes/llama3-character-chat/qlora-8b.yml"
+    argv = serve(capsys, "--base", tinyllama, "--adapter", f"mira={good_adapter}", "--recipe", recipe)
+    assert option(argv, "--max-model-len") == "2048"
+    argv = serve(capsys, "--base", tinyllama, "--adapter", f"mira={good_adapter}", "--recipe", recipe,
+                 "--max-model-len", "4096")
+    assert option(argv, "--max-model-len") == "4096" and argv.count("--max-model-len") == 1
+    assert vllm.main(["serve-command", "--base", str(tinyllama), "--adapter", f"mira={good_adapter}"]) == 0
+    out = capsys.readouterr()
+    assert "--max-model-len" not in out.out and "131072" in out.err
+    bad = tmp_path / "bad.yml"
+    bad.write_text("base_model: x\nsequence_len: long\n")
+    with pytest.raises(SystemExit) as exc:
+        vllm.main(["serve-command", "--base", str(tinyllama), "--recipe", str(bad)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and str(bad) in err and "sequence_len" in err
+
+
 # --- runtime load/unload against a local HTTP server ---
 
 class Recorder(http.server.BaseHTTPRequestHandler):

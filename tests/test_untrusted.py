@@ -260,7 +260,7 @@ def test_vllm_serve_command_binds_localhost_by_default(tmp_path, tinyllama, adap
         assert vllm.main(["serve-command", *args]) == 0
         captured = capsys.readouterr()
         argv = shlex.split(captured.out)
-        assert argv[argv.index("--host") + 1] == "127.0.0.1" and "warning" not in captured.err
+        assert argv[argv.index("--host") + 1] == "127.0.0.1" and "without an API key" not in captured.err
         script = tmp_path / "serve.sh"
         assert vllm.main(["serve-command", *args, "-o", str(script), "--force"]) == 0
         assert "--host 127.0.0.1" in script.read_text() and "0.0.0.0" not in script.read_text()
