@@ -133,23 +133,39 @@ function download() {
   var a = document.createElement("a");
   a.href = URL.createObjectURL(blob); a.download = "sheet-filled.csv"; a.click();
 }
+function rowRated(sec) {
+  var blank = Array.prototype.some.call(sec.querySelectorAll("select"), function (s) { return !s.value; });
+  return !blank && sec.querySelector("[data-kind=radio] input:checked") !== null;
+}
+function update() {
+  var rows = document.querySelectorAll("section.row"), left = 0;
+  rows.forEach(function (sec) { var done = rowRated(sec); sec.classList.toggle("unrated", !done); left += done ? 0 : 1; });
+  document.getElementById("remaining").textContent = left
+    ? left + " of " + rows.length + " rows still unrated" : "all " + rows.length + " rows rated";
+}
+document.addEventListener("change", update);
+update();
 """
 
 
 def sheet_html(rows, title="Blind A/B rating sheet"):
-    """A static page: every row with both replies, 1-5 selects per criterion, a preference, and a button
-    that downloads the filled sheet as CSV (same columns as sheet.csv, for `score`)."""
+    """A static, offline page: every row with both replies, 1-5 selects per criterion, a preference, the
+    count of rows still unrated, and a button that downloads the filled sheet as CSV (same columns as
+    sheet.csv, for `score`). Usable with the keyboard only."""
     e = html.escape
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>",
            "body{font-family:sans-serif;max-width:70em;margin:auto;padding:1em}"
            "section.row{border:1px solid #ccc;border-radius:6px;padding:1em;margin:1em 0}"
            ".prompt,.resp{white-space:pre-wrap;background:#f6f6f6;padding:.5em;border-radius:4px}"
            ".pair{display:grid;grid-template-columns:1fr 1fr;gap:1em}table{border-collapse:collapse}"
-           "td,th{padding:2px 8px;text-align:left}",
+           "td,th{padding:2px 8px;text-align:left}section.row.unrated h2::after{content:' (unrated)';color:#a00}"
+           "footer{position:sticky;bottom:0;background:#fff;border-top:1px solid #ccc;padding:.5em 0}"
+           ":focus{outline:3px solid #06c;outline-offset:1px}",
            "</style></head><body>", f"<h1>{e(title)}</h1>",
            "<p>Rate each reply 1-5 on every criterion and say which one you prefer. The replies are shown "
            "in random order; A and B are not the same model on every row. When done, press "
-           "<b>Download filled CSV</b> at the bottom and send that file back.</p><ul>"]
+           "<b>Download filled CSV</b> at the bottom and send that file back. Keyboard: Tab moves on, "
+           "a digit picks a rating, arrow keys pick the preference, Enter on the button downloads.</p><ul>"]
     out += [f"<li>{e(desc)}</li>" for desc in RUBRIC.values()] + ["</ul>"]
     options = "<option value=''>–</option>" + "".join(f"<option>{v}</option>" for v in range(1, 6))
     for row in rows:
@@ -161,13 +177,15 @@ def sheet_html(rows, title="Blind A/B rating sheet"):
                        f"{e(row['response_' + side])}</div></div>")
         out.append("</div><table><tr><th>criterion</th><th>A</th><th>B</th></tr>")
         for crit, desc in RUBRIC.items():
-            cells = "".join(f"<td><select data-col='{crit}_{side}'>{options}</select></td>" for side in "AB")
+            cells = "".join(f"<td><select data-col='{crit}_{side}' aria-label='{rid} {e(desc.split(':')[0])} "
+                            f"{side}'>{options}</select></td>" for side in "AB")
             out.append(f"<tr><td title='{e(desc)}'>{e(desc.split(':')[0])}</td>{cells}</tr>")
         radios = "".join(f"<label><input type='radio' name='pref-{rid}' value='{p}'> {p}</label> "
                          for p in PREFERENCES)
-        out.append(f"</table><p>Preference: <span data-col='preference' data-kind='radio'>{radios}</span></p>")
-        out.append("<p>Notes: <input data-col='notes' size='80'></p></section>")
-    out.append("<button onclick='download()'>Download filled CSV</button>")
+        out.append(f"</table><p>Preference: <span data-col='preference' data-kind='radio' role='radiogroup' aria-label='{rid} preference'>{radios}</span></p>")
+        out.append(f"<p><label>Notes: <input data-col='notes' size='80' aria-label='{rid} notes'></label></p></section>")
+    out.append("<footer><span id='remaining' role='status' aria-live='polite'></span> "
+               "<button type='button' onclick='download()'>Download filled CSV</button></footer>")
     out.append(f"<script>var COLUMNS = {json.dumps(SHEET_COLUMNS)};{_PAGE_SCRIPT}</script></body></html>")
     return "\n".join(out) + "\n"
 

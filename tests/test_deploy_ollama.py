@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from common import ROOT
 from deploy import _gotemplate, _modelfile, ollama
+from tests.tools import require
 
 BOS_TEXTS = ("<s>", "<|begin_of_text|>")  # what llama.cpp/Ollama prepend themselves
 
@@ -218,7 +219,7 @@ def test_help_runs_as_a_module():
 
 # --- the Go template interpreter and the Modelfile parser port ---
 
-@pytest.mark.parametrize("template, data, expected", [
+GO_SEMANTICS = [  # (template, data, what Go's text/template prints): checked against real Go below
     ("a  {{- .X -}}  b", {"X": "x"}, "axb"),
     ("{{ if .X }}yes{{ else if eq .Y \"2\" }}two{{ else }}no{{ end }}", {"X": "", "Y": "2"}, "two"),
     ("{{ range $i, $m := .L }}{{ $i }}{{ $m }}{{ else }}empty{{ end }}", {"L": ["a", "b"]}, "0a1b"),
@@ -227,7 +228,10 @@ def test_help_runs_as_a_module():
     ("{{ and .A .B }}|{{ or .A .B }}|{{ not .A }}", {"A": "", "B": "b"}, "|b|true"),
     ("{{ len (slice .L 1) }} {{ eq (len .L) 3 }} {{ ne 1 2 }}", {"L": [1, 2, 3]}, "2 true true"),
     ("{{/* note */}}{{ \"a\\nb\" }}{{ `raw` }}", {}, "a\nbraw"),
-])
+]
+
+
+@pytest.mark.parametrize("template, data, expected", GO_SEMANTICS)
 def test_go_template_semantics(template, data, expected):
     assert _gotemplate.render(template, data) == expected
 
@@ -252,17 +256,18 @@ def test_modelfile_parser_matches_ollama_rules():
         ("model", "a"), ("system", "x"), ("model", "/evil.gguf")]
 
 
-@pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain to cross-check text/template")
 def test_templates_match_real_go_text_template(tmp_path):
-    """Where Go is installed, run our TEMPLATEs through the real text/template."""
+    """Our TEMPLATEs and the semantics cases above, run through Go's real text/template (Debian's
+    golang-go, offline: no modules to download)."""
+    go = require("go", "golang-go")
     (tmp_path / "go.mod").write_text("module gocheck\ngo 1.18\n")
     (tmp_path / "main.go").write_text(GO_PROGRAM)
     binary = tmp_path / "gocheck"
-    build = subprocess.run(["go", "build", "-o", str(binary), "."], cwd=tmp_path, capture_output=True, text=True,
-                           env={**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off",
-                                "GOCACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)}, timeout=120)
-    if build.returncode != 0:
-        pytest.skip(f"go build failed: {build.stderr[-300:]}")
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0",
+           "GOCACHE": str(tmp_path / "cache"), "GOPATH": str(tmp_path / "gopath"), "HOME": str(tmp_path)}
+    build = subprocess.run([go, "build", "-o", str(binary), "."], cwd=tmp_path, capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert build.returncode == 0, f"go build failed:\n{build.stderr[-2000:]}"
     cases = []
     templates = [ollama.go_template(f) for f in ollama.FAMILIES]
     templates.append(ollama.go_template("llama3", "Pre {{x}}\n\n", True))
@@ -270,9 +275,14 @@ def test_templates_match_real_go_text_template(tmp_path):
         for conversation in CONVERSATIONS.values():
             msgs = [{"Role": m["role"], "Content": m["content"]} for m in conversation]
             cases.append({"template": template, "data": {"Messages": msgs, "System": ""}})
-    result = subprocess.run([str(binary)], input=json.dumps(cases), capture_output=True, text=True, check=True)
-    for case, got in zip(cases, json.loads(result.stdout)):
+    result = subprocess.run([str(binary)], input=json.dumps(cases + [{"template": t, "data": d}
+                                                                    for t, d, _ in GO_SEMANTICS]),
+                            capture_output=True, text=True, check=True, timeout=60)
+    outputs = json.loads(result.stdout)
+    assert len(outputs) == len(cases) + len(GO_SEMANTICS)
+    for case, got in zip(cases, outputs):
         assert got == {"out": _gotemplate.render(case["template"], case["data"])}
+    assert outputs[len(cases):] == [{"out": expected} for _, _, expected in GO_SEMANTICS]
 
 
 GO_PROGRAM = r'''package main

@@ -2,6 +2,7 @@
 against a small local OpenAI-compatible HTTP endpoint (the real openai client over real HTTP)."""
 import csv
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -70,6 +71,8 @@ def test_sheet_is_shuffled_anonymised_and_seeded(sheet, tmp_path):
     assert "tuned" not in sheet_text.replace("tuned model", "") and "base" not in sheet_text
     html = (sheet / "sheet.html").read_text()
     assert "Download filled CSV" in html and html.count("<section class='row'>") == 12
+    assert "id='remaining'" in html  # the unrated-rows count (tests/test_ab_browser.py runs the page)
+    assert not re.search(r"https?:|<link|\bsrc=|@import|url\(", html)  # works offline: nothing fetched
     # the same seed gives the same sheet
     again = tmp_path / "again"
     ab.main(["make-sheet", "--a", str(tmp_path / "tuned.jsonl"), "--b", str(tmp_path / "base.jsonl"),

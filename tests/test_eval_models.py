@@ -273,20 +273,21 @@ def test_chat_reads_piped_stdin(tinyllama):
     assert lines[0].startswith("assistant> ") and lines[0] == lines[2]
 
 
-def test_chat_keeps_history_and_system(tiny, tinyllama):
+def test_chat_keeps_history_and_system(tiny, tinyllama, monkeypatch):
     import io
+
+    from eval import chat
 
     gen = _models.HFGenerator.from_loaded(*tiny, model_dir=tinyllama)
     seen = []
-    real = gen.generate
+    real = chat.stream_reply
 
-    def recording(conversations, *args, **kwargs):
-        seen.append(list(conversations[0]))
-        return real(conversations, *args, **kwargs)
+    def recording(generator, messages, *args, **kwargs):
+        seen.append(list(messages))
+        return real(generator, messages, *args, **kwargs)
 
-    gen.generate = recording
+    monkeypatch.setattr(chat, "stream_reply", recording)
     out = io.StringIO()
-    from eval import chat
 
     n = chat.chat(gen, "You are Vex.", stdin=io.StringIO("one\ntwo\n"), stdout=out, max_new_tokens=3,
                   temperature=0)
