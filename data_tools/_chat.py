@@ -1,10 +1,9 @@
 """Shared pieces of the data tools: role names, messages records, and the read-convert-write loop."""
 import argparse
-import json
-from pathlib import Path
 
 from common.errors import InputError
 from common.io import Tally, write_jsonl
+from data_tools._formats import read_records
 
 SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
 
@@ -153,51 +152,6 @@ def messages_record(turns, system=None, file=None, line=None):
     return {"messages": check_messages(messages, file, line)}
 
 
-def read_records(path, tally=None):
-    """Yield (line_number, dict) from a JSONL file, skipping blank lines.
-
-    Invalid UTF-8, invalid JSON and non-objects raise InputError naming file and line; with a
-    `tally` they are counted as dropped instead. A file without any record raises InputError.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    seen = False
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            seen = True
-            try:
-                record = _parse_line(raw, path, number)
-            except InputError as err:
-                if tally is None:
-                    raise
-                tally.drop(err.reason)
-                continue
-            yield number, record
-    if not seen:
-        raise invalid("empty file", "no records: the file is empty", path)
-
-
-def _parse_line(raw, path, number):
-    try:
-        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-    except UnicodeDecodeError as err:
-        raise invalid("invalid UTF-8", f"invalid UTF-8 at byte {err.start}", path, number) from None
-    try:
-        record = _decode(text)
-    except json.JSONDecodeError as err:
-        # err.pos, not err.colno: an error at the end of the record is past its newline, on "line 2"
-        raise invalid("invalid JSON", f"invalid JSON: {err.msg} (column {err.pos + 1})", path, number) from None
-    if not isinstance(record, dict):
-        raise invalid("not a JSON object", f"expected a JSON object, got {type(record).__name__}", path, number)
-    return record
-
-
-_decode = json.JSONDecoder().decode  # json.loads(text) without its per-call checks
-
-
 class Drop(Exception):
     """Raised by a convert function for a valid record it leaves out (always counted, by reason)."""
 
@@ -206,8 +160,9 @@ class Drop(Exception):
         self.reason = reason
 
 
-def convert_jsonl(src, dst, convert, force=False, skip_invalid=False):
-    """Stream src through convert(record, file, line) -> record and write dst atomically.
+def convert_records(src, dst, convert, force=False, skip_invalid=False):
+    """Stream the records of src (JSONL, JSON array, Parquet or CSV: data_tools._formats) through
+    convert(record, file, where) -> record and write dst (messages JSONL) atomically.
 
     A record that raises InputError stops the run, or with skip_invalid is counted as dropped;
     one that raises Drop is counted as dropped by its reason. Returns the Tally; nothing is
@@ -240,7 +195,8 @@ def parser(module, doc, output_help="messages JSONL to write"):
     """The argparse parser every converter starts from: SRC, -o/--output, --force, --skip-invalid."""
     p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", help="input file")
+    p.add_argument("src", help="input file: JSONL, a JSON array, Parquet or CSV with a header row (told from "
+                   "the content; a JSON array is read one record at a time)")
     p.add_argument("-o", "--output", required=True, help=output_help)
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--skip-invalid", action="store_true",

@@ -1,15 +1,20 @@
-"""Convert Alpaca JSONL ({"instruction", "input"?, "output"}) to chat messages JSONL.
+"""Convert Alpaca records ({"instruction", "input"?, "output"}) to chat messages JSONL.
+
+Input: JSONL, a JSON array (Stanford's alpaca_data.json; read one record at a time), Parquet or CSV with
+a header row, told from the content; errors name the line (JSONL, CSV) or "record N" (array, Parquet).
 
 The user turn is the instruction, followed by a blank line and the input when there is one;
 the assistant turn is the output. --system adds a system prompt to every record. Records that use
 other key names can be mapped with --instruction-key / --input-key / --output-key.
+
+Nothing else is changed: every text is copied as it is (no stripping, no re-spacing).
 
   python -m data_tools.alpaca alpaca.jsonl -o train.jsonl [--system TEXT] [--force] [--skip-invalid]
 """
 import sys
 
 from common.errors import cli
-from data_tools._chat import ASSISTANT, USER, convert_jsonl, invalid, messages_record, parser, text_field
+from data_tools._chat import ASSISTANT, USER, convert_records, invalid, messages_record, parser, text_field
 
 # keys that hold the same thing under another name -> which option maps them
 SYNONYMS = {
@@ -54,7 +59,7 @@ def main(argv=None):
     p.add_argument("--output-key", default="output")
     args = p.parse_args(argv)
     keys = (args.instruction_key, args.input_key, args.output_key)
-    tally = convert_jsonl(args.src, args.output,
+    tally = convert_records(args.src, args.output,
                           lambda rec, file, line: to_messages(rec, args.system, file, line, keys),
                           force=args.force, skip_invalid=args.skip_invalid)
     tally.report(f"alpaca -> {args.output}", sys.stderr)

@@ -1,4 +1,7 @@
-"""Quality filters for messages JSONL; kept records are written unchanged, drops are counted per reason.
+"""Quality filters for messages records; kept records are written unchanged, drops are counted per reason.
+
+Input: messages JSONL, a JSON array or Parquet of {"messages": [...]} records, told from the content;
+output: messages JSONL.
 
 Checks, in this order; the first that fails drops the record:
   character-breaking phrase  an assistant turn contains one of BREAKING_PHRASES or a --phrase
@@ -8,7 +11,8 @@ Checks, in this order; the first that fails drops the record:
   exact duplicate            the same conversation, system prompt included, after lower-casing and
                              collapsing whitespace
   near duplicate             user+assistant text with a 5-word-shingle Jaccard similarity (MinHash
-                             estimate) of at least --near-dup-threshold to a kept record (default 0.8; 0: off)
+                             estimate) of at least --near-dup-threshold to a kept record (default 0.8; 0: off;
+                             over the first 100,000 characters of a record)
   length bucket full         with --max-per-length-bucket N, at most N records per length bucket
                              (buckets double in size: 1-1, 2-3, 4-7, ... characters of user+assistant text)
 
@@ -23,7 +27,7 @@ from collections import Counter
 import numpy as np
 
 from common.errors import cli
-from data_tools._chat import ASSISTANT, SYSTEM, Drop, convert_jsonl, parser, record_messages
+from data_tools._chat import ASSISTANT, SYSTEM, Drop, convert_records, parser, record_messages
 
 BREAKING_PHRASES = (
     "as an AI",
@@ -46,6 +50,7 @@ BREAKING_PHRASES = (
     "my training data",
     "OpenAI",
 )
+NEAR_DUP_CHARS = 100_000  # MinHash over this much of a record: a 50 MB record would take ~30 s
 PRIME = (1 << 31) - 1  # keeps a*x + b inside uint64 for a, b, x < PRIME
 
 
@@ -65,6 +70,7 @@ class NearDuplicates:
         self.signatures = []
 
     def signature(self, text):
+        text = text[:NEAR_DUP_CHARS]
         words = re.findall(r"\w+", text.lower()) or [text]
         n = min(self.shingle, len(words))
         shingles = {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
@@ -136,7 +142,7 @@ def filter_file(src, dst, filters, force=False, skip_invalid=False):
             raise Drop(reason)
         return record
 
-    return convert_jsonl(src, dst, keep, force, skip_invalid)
+    return convert_records(src, dst, keep, force, skip_invalid)
 
 
 @cli

@@ -1,14 +1,18 @@
-"""Convert QA JSONL ({"question", "answer_keywords": [...], "answer"?}) to chat messages JSONL.
+"""Convert QA records ({"question", "answer_keywords": [...], "answer"?}) to chat messages JSONL.
+
+Input: JSONL, a JSON array, Parquet or CSV (answer column only: a CSV cell holds no list), told from the content.
 
 The user turn is the question; the assistant turn is `answer` when present, else the keywords
 joined with ", ". Every record gets the system prompt (--system; --system "" for none).
+
+Nothing else is changed: every text is copied as it is (no stripping, no re-spacing).
 
   python -m data_tools.qa qa.jsonl -o train.jsonl [--system TEXT] [--force] [--skip-invalid]
 """
 import sys
 
 from common.errors import cli
-from data_tools._chat import (ASSISTANT, USER, check_encodable, convert_jsonl, invalid, messages_record, missing,
+from data_tools._chat import (ASSISTANT, USER, check_encodable, convert_records, invalid, messages_record, missing,
                               parser, shown, text_field)
 
 SYSTEM_PROMPT = "Answer the question briefly, using the key terms."
@@ -45,7 +49,7 @@ def to_messages(record, system=SYSTEM_PROMPT, file=None, line=None):
 
 def convert_file(src, dst, system=SYSTEM_PROMPT, force=False, skip_invalid=False):
     """Convert a QA JSONL file to messages JSONL atomically; returns the Tally."""
-    return convert_jsonl(src, dst, lambda rec, file, line: to_messages(rec, system, file, line),
+    return convert_records(src, dst, lambda rec, file, line: to_messages(rec, system, file, line),
                          force=force, skip_invalid=skip_invalid)
 
 

@@ -1,14 +1,18 @@
-"""Convert RPG task JSONL ({"task", "output"}) to chat messages JSONL with a fixed system prompt.
+"""Convert RPG task records ({"task", "output"}) to chat messages JSONL with a fixed system prompt.
+
+Input: JSONL, a JSON array, Parquet or CSV with a header row, told from the content.
 
 The user turn is the task, the assistant turn the output (a number is written as text), and
 every record starts with SYSTEM_PROMPT, the prompt the tinyllama-rpg recipe is trained and evaluated with.
+
+Nothing else is changed: every text is copied as it is (no stripping, no re-spacing).
 
   python -m data_tools.rpg rpg.jsonl -o train.jsonl [--force] [--skip-invalid]
 """
 import sys
 
 from common.errors import cli
-from data_tools._chat import ASSISTANT, USER, convert_jsonl, messages_record, missing, parser, text_field
+from data_tools._chat import ASSISTANT, USER, convert_records, messages_record, missing, parser, text_field
 
 SYSTEM_PROMPT = ("This is a task you must complete by returning only the output. "
                  "Do not include explanations, code, or extra text\u2014only the result.")
@@ -26,7 +30,7 @@ def to_messages(record, file=None, line=None):
 
 def convert_file(src, dst, force=False, skip_invalid=False):
     """Convert an RPG task JSONL file to messages JSONL atomically; returns the Tally."""
-    return convert_jsonl(src, dst, to_messages, force=force, skip_invalid=skip_invalid)
+    return convert_records(src, dst, to_messages, force=force, skip_invalid=skip_invalid)
 
 
 @cli

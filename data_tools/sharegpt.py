@@ -1,16 +1,21 @@
-"""Convert ShareGPT JSONL ({"conversations": [{"from", "value"}, ...]}) to chat messages JSONL.
+"""Convert ShareGPT records ({"conversations": [{"from", "value"}, ...]}) to chat messages JSONL.
+
+Input: JSONL, a JSON array (most ShareGPT dumps; read one record at a time) or Parquet, told from the
+content; errors name the line (JSONL) or "record N" (array, Parquet).
 
 Also accepted: the key "messages" instead of "conversations", and "role"/"content" instead of
 "from"/"value". Role names are normalized: human/user -> user; gpt/assistant/bot/model/chatgpt ->
 assistant; system -> system. A conversation must be: optional system first, then user/assistant
 alternating, ending with assistant. --system adds a system prompt where a conversation has none.
 
+Nothing else is changed: every text is copied as it is (no stripping, no re-spacing).
+
   python -m data_tools.sharegpt sharegpt.jsonl -o train.jsonl [--system TEXT] [--force] [--skip-invalid]
 """
 import sys
 
 from common.errors import cli
-from data_tools._chat import SYSTEM, check_messages, convert_jsonl, invalid, missing, normalize_role, parser
+from data_tools._chat import SYSTEM, check_messages, convert_records, invalid, missing, normalize_role, parser
 
 
 def _pick(mapping, keys):
@@ -51,7 +56,7 @@ def main(argv=None):
     p = parser("data_tools.sharegpt", __doc__)
     p.add_argument("--system", help="system prompt added to conversations that have none")
     args = p.parse_args(argv)
-    tally = convert_jsonl(args.src, args.output, lambda rec, file, line: to_messages(rec, args.system, file, line),
+    tally = convert_records(args.src, args.output, lambda rec, file, line: to_messages(rec, args.system, file, line),
                           force=args.force, skip_invalid=args.skip_invalid)
     tally.report(f"sharegpt -> {args.output}", sys.stderr)
 

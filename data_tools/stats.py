@@ -1,4 +1,4 @@
-"""Token lengths of a messages JSONL file, measured with the recipe's own tokenizer and chat template.
+"""Token lengths of messages records (JSONL, a JSON array or Parquet), measured with the recipe's own tokenizer and chat template.
 
 Each record is rendered with tokenizer.apply_chat_template (the template Axolotl would pick for the
 recipe: chat_template / chat_template_jinja of the first dataset or of the config) and tokenized.
@@ -110,6 +110,12 @@ def summarize(lengths, lines, roles, sequence_len):
     }
 
 
+def validate(data):
+    """Read every record of data as measure() does; the first bad one raises InputError."""
+    for number, record in read_records(data):
+        record_messages(record, data, number)
+
+
 def measure(data, count_tokens, sequence_len, skip_invalid=False, dropped=None):
     """Token length of every record in data -> summary dict."""
     lengths, lines, roles = [], [], Counter()
@@ -163,7 +169,7 @@ def report(summary, stream=None):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m data_tools.stats", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", help="messages JSONL")
+    p.add_argument("data", help="messages records: JSONL, a JSON array or Parquet")
     p.add_argument("--recipe", help="Axolotl YAML: base_model, sequence_len and chat_template come from it")
     p.add_argument("--tokenizer", help="tokenizer directory (instead of --recipe)")
     p.add_argument("--sequence-len", type=int, help="with --tokenizer (or to override the recipe's)")
@@ -190,6 +196,8 @@ def main(argv=None):
     sequence_len = args.sequence_len or sequence_len
     if not isinstance(sequence_len, int) or sequence_len <= 0:
         raise InputError(f"expected a positive integer, got {sequence_len!r}", args.recipe, None, "sequence_len")
+    if not args.skip_invalid:
+        validate(args.data)  # a bad record stops the run before the tokenizer loads (seconds)
     count_tokens = token_counter(model_dir, template, args.recipe)
     dropped = Tally()
     summary, lengths = measure(args.data, count_tokens, sequence_len, args.skip_invalid, dropped)

@@ -83,7 +83,7 @@ def roundtrip(convert, record):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
         src.write_text(json.dumps(record) + "\n", encoding="utf-8")
-        tally = _chat.convert_jsonl(src, dst, convert)
+        tally = _chat.convert_records(src, dst, convert)
         assert (tally.kept, dict(tally.dropped)) == (1, {})
         with open(dst, encoding="utf-8") as fh:
             (line,) = fh.read().split("\n")[:-1]  # newlines only: U+2028 inside a text is no line break

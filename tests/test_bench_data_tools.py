@@ -21,7 +21,7 @@ def test_bench_runs_at_a_tiny_size(tmp_path):
     assert {"cpus", "mem_gib", "python"} <= set(result["machine"])
     rows = {row["tool"]: row for row in result["rows"]}
     assert set(rows) == {"data_tools.discord", "naive discord (json.load)", "data_tools.alpaca",
-                         "naive alpaca (readlines)"}
+                         "data_tools.alpaca (JSON array)", "naive alpaca (readlines)"}
     for row in rows.values():
         assert set(row) == ROW_FIELDS
         assert row["records"] == 2000 and row["records_n10"] == 200
@@ -30,10 +30,14 @@ def test_bench_runs_at_a_tiny_size(tmp_path):
     # the naive converters write exactly what the streaming ones write
     assert rows["naive discord (json.load)"]["same_output_as_streaming"] is True
     assert rows["naive alpaca (readlines)"]["same_output_as_streaming"] is True
+    # the JSON array gives exactly what the JSONL gives, and both rates are printed side by side
+    assert rows["data_tools.alpaca (JSON array)"]["same_output_as_streaming"] is True
+    assert rows["data_tools.alpaca (JSON array)"]["input"] == "alpaca-array"
+    assert "alpaca records/s: JSONL " in run.stdout and " vs JSON array " in run.stdout
     for tool in rows:
         assert tool in run.stdout
     assert "RSS ratio N vs N/10" in run.stdout and "target met" in run.stdout
     # inputs are generated once and reused; a second run needs --force to overwrite its JSON
-    assert len(list((tmp_path / "data").iterdir())) == 4
+    assert len(list((tmp_path / "data").iterdir())) == 6
     again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--force" in again.stderr

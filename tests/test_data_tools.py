@@ -299,7 +299,7 @@ def roundtrip(convert, record):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
         src.write_text(json.dumps(record) + "\n", encoding="utf-8")
-        _chat.convert_jsonl(src, dst, convert)
+        _chat.convert_records(src, dst, convert)
         (out,) = read(dst)
     return out["messages"]
 

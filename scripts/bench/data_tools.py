@@ -1,5 +1,6 @@
 """Benchmark the data tools: records per second and peak memory (RSS) converting a generated
-DiscordChatExporter export of N messages and an N-record Alpaca JSONL.
+DiscordChatExporter export of N messages and N Alpaca records, as JSONL and as one JSON array (the
+shape of Stanford's alpaca_data.json; streamed with ijson), side by side.
 
 Each converter runs as a subprocess (python -m data_tools.discord / data_tools.alpaca) at N and at N/10;
 peak RSS at both sizes side by side shows whether memory is constant. "The usual way" runs in the same
@@ -36,7 +37,7 @@ TARGET_RSS_RATIO = 1.25  # peak RSS at N / peak RSS at N/10 that still counts as
 PERSONA = "Vex"
 DISCORD_SAMPLE = ROOT / "recipes" / "tinyllama-discord-persona" / "data" / "discord_export.json"
 ALPACA_SAMPLE = ROOT / "recipes" / "tinyllama-alpaca" / "data" / "alpaca_train.jsonl"
-GENERATOR_VERSION = 1  # part of the generated file names: bump when the generators change
+GENERATOR_VERSION = 2  # part of the generated file names: bump when the generators change
 
 # "the usual way": load everything, convert everything, then write everything
 NAIVE_DISCORD = """
@@ -127,8 +128,9 @@ def generate_discord(path, n, seed=0):
     return path
 
 
-def generate_alpaca(path, n, seed=0):
-    """n Alpaca records drawn from the shipped sample (with and without input), numbered to differ."""
+def generate_alpaca(path, n, seed=0, array=False):
+    """n Alpaca records drawn from the shipped sample (with and without input), numbered to differ: JSONL,
+    or with array=True the same records as one JSON array, one record per line as alpaca_data.json has them."""
     with open(ALPACA_SAMPLE, encoding="utf-8") as fh:
         pool = [json.loads(line) for line in fh if line.strip()]
     rng = random.Random(seed)
@@ -137,21 +139,25 @@ def generate_alpaca(path, n, seed=0):
         for i in range(n):
             record = dict(rng.choice(pool))
             record["instruction"] = f"{record['instruction']} (task {i})"
-            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            text = json.dumps(record, ensure_ascii=False)
+            lines.append((("[\n" if i == 0 else ",\n") + text) if array else text + "\n")
             if len(lines) >= 10_000:
                 fh.write("".join(lines))
                 lines = []
-        fh.write("".join(lines))
+        fh.write("".join(lines) + ("\n]\n" if array else ""))
     return path
 
 
 def _input(directory, kind, n):
     """The generated input for kind at size n, made once and reused."""
-    suffix = "json" if kind == "discord" else "jsonl"
+    suffix = "jsonl" if kind == "alpaca" else "json"
     path = Path(directory) / f"{kind}-v{GENERATOR_VERSION}-{n}.{suffix}"
     if not path.exists():
         start = time.perf_counter()
-        (generate_discord if kind == "discord" else generate_alpaca)(path, n)
+        if kind == "discord":
+            generate_discord(path, n)
+        else:
+            generate_alpaca(path, n, array=kind == "alpaca-array")
         print(f"generated {path} ({path.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - start:.1f}s",
               file=sys.stderr)
     return path
@@ -165,12 +171,14 @@ def _commands(tool, src, dst):
         "data_tools.discord": python("-m", "data_tools.discord", src, "--persona", PERSONA, "-o", dst, "--force"),
         "naive discord (json.load)": python("-c", NAIVE_DISCORD, src, dst, PERSONA),
         "data_tools.alpaca": python("-m", "data_tools.alpaca", src, "-o", dst, "--force"),
+        "data_tools.alpaca (JSON array)": python("-m", "data_tools.alpaca", src, "-o", dst, "--force"),
         "naive alpaca (readlines)": python("-c", NAIVE_ALPACA, src, dst),
     }[tool]
 
 
 TOOLS = (("data_tools.discord", "discord"), ("naive discord (json.load)", "discord"),
-         ("data_tools.alpaca", "alpaca"), ("naive alpaca (readlines)", "alpaca"))
+         ("data_tools.alpaca", "alpaca"), ("data_tools.alpaca (JSON array)", "alpaca-array"),
+         ("naive alpaca (readlines)", "alpaca"))
 
 
 def _children_cpu():
@@ -212,7 +220,7 @@ def run(n, directory):
         big, small = runs[tool, sizes[0]], runs[tool, sizes[1]]
         rate = big["records"] / big["seconds"] if big["seconds"] else float("inf")
         ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
-        naive = tool.startswith("naive")
+        naive = tool.startswith("naive") or kind == "alpaca-array"  # compared with the JSONL run
         streamed = "data_tools.discord" if kind == "discord" else "data_tools.alpaca"
         rows.append({
             "tool": tool,
@@ -229,7 +237,7 @@ def run(n, directory):
             "input_mb": big["input_mb"],
             "output_mb": big["output_mb"],
             "target_met": rate >= TARGET_RATE and ratio <= TARGET_RSS_RATIO,
-            # the naive converter must write exactly what the streaming one writes
+            # the naive converter (and the array run) must write exactly what the streaming JSONL one writes
             "same_output_as_streaming": (digests[tool, sizes[0]] == digests[streamed, sizes[0]]) if naive else None,
         })
     return {"n": n, "n_small": sizes[1], "target_records_per_s": TARGET_RATE, "target_rss_ratio": TARGET_RSS_RATIO,
@@ -246,10 +254,14 @@ def machine():
             "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform()}
 
 
+INPUTS = {"discord": "export (JSON)", "alpaca": "JSONL", "alpaca-array": "JSON array"}
+
+
 def render(result):
     """The table printed at the end of a run."""
     rows = [{
         "tool": r["tool"],
+        "input": INPUTS[r["input"]],
         "records": f"{r['records']:,}",
         "seconds": r["seconds"],
         "CPU s": r["cpu_seconds"],
@@ -263,7 +275,10 @@ def render(result):
     note = (f"N = {result['n']:,}, N/10 = {result['n_small']:,}; machine: {m['cpus']} cores, {m['mem_gib']} GiB, "
             f"Python {m['python']}, load {m['load_avg_1m']} at the end; target: >= {TARGET_RATE:,} records/s and "
             f"peak RSS at N <= {TARGET_RSS_RATIO}x the peak at N/10")
-    return table(rows, list(rows[0])) + "\n" + note
+    rate = {r["tool"]: r["records_per_s"] for r in result["rows"]}
+    side = (f"alpaca records/s: JSONL {rate['data_tools.alpaca']:,} vs JSON array "
+            f"{rate['data_tools.alpaca (JSON array)']:,}")
+    return table(rows, list(rows[0])) + "\n" + side + "\n" + note
 
 
 @cli
