@@ -143,9 +143,18 @@ def generate_batch(model, tok, list_of_messages, max_new_tokens, temperature=0.0
     decoded replies (special tokens dropped, whitespace stripped) in input order. `progress(done, total)`
     is called after each batch.
     """
+    prompts = [render_prompt(tok, messages) for messages in list_of_messages]
+    # the chat template already wrote the special tokens (bos) it wants
+    return complete_batch(model, tok, prompts, max_new_tokens, temperature, batch_size, top_p, seed, progress,
+                          add_special_tokens=False)
+
+
+def complete_batch(model, tok, prompts, max_new_tokens, temperature=0.0, batch_size=8, top_p=1.0, seed=0,
+                   progress=None, add_special_tokens=True):
+    """Continue each raw prompt text (no chat template: e.g. an Alpaca prompt), as generate_batch does;
+    the tokenizer adds its special tokens as it does in training unless add_special_tokens is False."""
     import torch
 
-    prompts = [render_prompt(tok, messages) for messages in list_of_messages]
     # longest first: less padding inside a batch, and running out of memory shows up at once
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs = [None] * len(prompts)
@@ -162,8 +171,8 @@ def generate_batch(model, tok, list_of_messages, max_new_tokens, temperature=0.0
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            # the chat template already wrote the special tokens (bos) it wants
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                      add_special_tokens=add_special_tokens)
             enc = {k: v.to(device) for k, v in enc.items()}
             with torch.no_grad():
                 out = model.generate(**enc, **gen_kwargs)
@@ -214,6 +223,10 @@ class HFGenerator:
         return generate_batch(self.model, self.tok, list_of_messages, max_new_tokens, temperature,
                               self.batch_size, top_p, seed, progress)
 
+    def complete(self, prompts, max_new_tokens, progress=None):
+        """Greedy continuations of raw prompt texts (no chat template)."""
+        return complete_batch(self.model, self.tok, prompts, max_new_tokens, 0.0, self.batch_size, progress=progress)
+
 
 class GGUFGenerator:
     """A GGUF model through llama.cpp (llama_cpp.Llama.create_chat_completion, the GGUF's chat template)."""
@@ -239,6 +252,7 @@ class GGUFGenerator:
     def generate(self, list_of_messages, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, progress=None):
         outputs = []
         for n, messages in enumerate(list_of_messages, 1):
+            self.llm.reset()  # no reuse of the previous prompt's KV cache: a reply does not depend on call order
             reply = self.llm.create_chat_completion(
                 messages=messages, max_tokens=max_new_tokens, temperature=float(temperature or 0.0),
                 top_p=float(top_p), seed=seed)
@@ -294,12 +308,32 @@ class EndpointGenerator:
             raise InputError(f"{self.base_url}: {err}", field="model") from None
         return (reply.choices[0].message.content or "").strip()
 
+    def _text(self, prompt, max_new_tokens):
+        from openai import APIConnectionError, OpenAIError
+
+        try:
+            reply = self.client.completions.create(model=self.model_dir, prompt=prompt, max_tokens=max_new_tokens,
+                                                   temperature=0.0)
+        except APIConnectionError:
+            raise InputError(f"lost {self.base_url} (is the server still running?)", field="base-url") from None
+        except OpenAIError as err:
+            raise InputError(f"{self.base_url}: {err}", field="model") from None
+        return (reply.choices[0].text or "").strip()
+
     def generate(self, list_of_messages, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, progress=None):
+        return self._all(self._one, [(m, max_new_tokens, temperature, top_p, seed) for m in list_of_messages],
+                         progress)
+
+    def complete(self, prompts, max_new_tokens, progress=None):
+        """Greedy continuations of raw prompt texts through /v1/completions (no chat template)."""
+        return self._all(self._text, [(p, max_new_tokens) for p in prompts], progress)
+
+    def _all(self, call, arg_lists, progress):
         from concurrent.futures import ThreadPoolExecutor
 
         outputs = []
         with ThreadPoolExecutor(self.concurrency) as pool:
-            futures = [pool.submit(self._one, m, max_new_tokens, temperature, top_p, seed) for m in list_of_messages]
+            futures = [pool.submit(call, *args) for args in arg_lists]
             for future in futures:  # in input order
                 outputs.append(future.result())
                 if progress:

@@ -4,6 +4,8 @@
               + the question; scores keyword recall, ROUGE-L and corpus BLEU (all 0-1).
   --task rpg  records {task, output}; prompt = the RPG system prompt + the task; scores exact match
               (after stripping whitespace; also case-insensitive).
+  --task alpaca  records {instruction, input, output}; prompt = Axolotl's Alpaca prompt (what `type:
+              alpaca` trains; no chat template); scores ROUGE-L and exact match.
 
 Several --model (each with an optional --adapter) are scored side by side; --compare-base adds each
 adapter's base model (adapter disabled). Greedy decoding by default.
@@ -22,9 +24,11 @@ from eval._records import QA_SYSTEM, RPG_SYSTEM, read_records
 from eval.metrics import bleu, exact_match, keyword_recall, mean, rouge_l
 
 DEFAULT_DATA = {"qa": ROOT / "recipes/tinyllama-qa/data/qa_heldout.jsonl",
-                "rpg": ROOT / "recipes/tinyllama-rpg/data/rpg_heldout.jsonl"}
-DEFAULT_TOKENS = {"qa": 48, "rpg": 32}
-SUMMARY_KEYS = {"qa": ["keyword_recall", "rouge_l", "bleu"], "rpg": ["exact_match", "exact_match_ci"]}
+                "rpg": ROOT / "recipes/tinyllama-rpg/data/rpg_heldout.jsonl",
+                "alpaca": ROOT / "recipes/tinyllama-alpaca/data/instructions_heldout.jsonl"}
+DEFAULT_TOKENS = {"qa": 48, "rpg": 32, "alpaca": 48}
+SUMMARY_KEYS = {"qa": ["keyword_recall", "rouge_l", "bleu"], "rpg": ["exact_match", "exact_match_ci"],
+                "alpaca": ["rouge_l", "exact_match"]}
 
 
 # ---------------------------------------------------------------- records and prompts
@@ -46,12 +50,28 @@ def check_rpg(record, file=None, line=None):
     return record
 
 
+def check_alpaca(record, file=None, line=None):
+    for key in ("instruction", "output"):
+        if not isinstance(record.get(key), str):
+            raise InputError("expected a string", file, line, key)
+    if not isinstance(record.get("input", ""), str):
+        raise InputError("expected a string", file, line, "input")
+    return record
+
+
 def qa_prompt(record, system=None):
     return [{"role": "system", "content": system or QA_SYSTEM}, {"role": "user", "content": record["question"]}]
 
 
 def rpg_prompt(record, system=None):
     return [{"role": "system", "content": system or RPG_SYSTEM}, {"role": "user", "content": record["task"]}]
+
+
+def alpaca_prompt(record, system=None):
+    """The prompt text Axolotl's `type: alpaca` trains, up to "### Response:\n" (system: unused)."""
+    from axolotl.prompters import AlpacaPrompter
+
+    return next(AlpacaPrompter().build_prompt(record["instruction"], record.get("input") or None))
 
 
 # ---------------------------------------------------------------- scoring
@@ -79,6 +99,15 @@ def score_rpg(records, outputs):
             "exact_match_ci": mean(i["exact_match_ci"] for i in items), "items": items}
 
 
+def score_alpaca(records, outputs):
+    """ROUGE-L and exact match (whitespace stripped) against the reference outputs."""
+    items = [{"instruction": r["instruction"], "input": r.get("input", ""), "reference": r["output"], "output": o,
+              "rouge_l": rouge_l(o, r["output"]), "exact_match": exact_match(o, r["output"])}
+             for r, o in zip(records, outputs)]
+    return {"n": len(items), "rouge_l": mean(i["rouge_l"] for i in items),
+            "exact_match": mean(i["exact_match"] for i in items), "items": items}
+
+
 def evaluate_qa(model, tok, records, max_new_tokens=48, system=None, batch_size=8):
     """Generate answers (greedy) for QA records {question, answer, answer_keywords} and score them.
 
@@ -98,13 +127,22 @@ def evaluate_rpg(model, tok, records, max_new_tokens=32, system=None, batch_size
     return score_rpg(records, outputs)
 
 
-TASKS = {"qa": (check_qa, qa_prompt, score_qa), "rpg": (check_rpg, rpg_prompt, score_rpg)}
+TASKS = {"qa": (check_qa, qa_prompt, score_qa), "rpg": (check_rpg, rpg_prompt, score_rpg),
+         "alpaca": (check_alpaca, alpaca_prompt, score_alpaca)}
+RAW_PROMPT = {"alpaca"}  # prompts are text continued as they are, not chat messages
 
 
 def run_task(task, generator, records, max_new_tokens, system=None, progress=None):
-    """Score one generator (HF or GGUF) on already-checked records."""
+    """Score one generator (HF, GGUF or endpoint) on already-checked records."""
     _, prompt, score = TASKS[task]
-    outputs = generator.generate([prompt(r, system) for r in records], max_new_tokens, progress=progress)
+    prompts = [prompt(r, system) for r in records]
+    if task in RAW_PROMPT:
+        if not hasattr(generator, "complete"):
+            raise InputError(f"--task {task} needs raw-prompt completion: use an HF model or a served endpoint",
+                             field="model")
+        outputs = generator.complete(prompts, max_new_tokens, progress=progress)
+    else:
+        outputs = generator.generate(prompts, max_new_tokens, progress=progress)
     return score(records, outputs)
 
 
@@ -119,8 +157,8 @@ def markdown(result):
     rep.heading("Summary")
     rep.table(["model"] + keys, [[run["name"]] + [run["scores"][k] for k in keys] for run in runs])
     rep.heading("Per item")
-    first = "question" if task == "qa" else "task"
-    score_key = "keyword_recall" if task == "qa" else "exact_match"
+    first = {"qa": "question", "rpg": "task", "alpaca": "instruction"}[task]
+    score_key = {"qa": "keyword_recall", "rpg": "exact_match", "alpaca": "rouge_l"}[task]
     headers = ["#", first, "reference"]
     for run in runs:
         headers += [f"{run['label']}: output", f"{run['label']}: {score_key}"]
@@ -145,7 +183,7 @@ def main(argv=None):
     parser.add_argument("--compare-base", action="store_true",
                         help="also evaluate each adapter's base model (adapter disabled), side by side")
     parser.add_argument("--system", help="override the system prompt")
-    parser.add_argument("--max-new-tokens", type=int, help="default: 48 for qa, 32 for rpg")
+    parser.add_argument("--max-new-tokens", type=int, help="default: 48 for qa and alpaca, 32 for rpg")
     parser.add_argument("--limit", type=int, help="only the first N records")
     parser.add_argument("--out", required=True, help="output directory for <task>.json and <task>.md")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -175,7 +213,8 @@ def main(argv=None):
                                         _models.stderr_progress(f"{args.task} {label}"))})
         del gen
     result = {"task": args.task, "data": str(data), "records": len(records), "max_new_tokens": max_new,
-              "system": args.system or (QA_SYSTEM if args.task == "qa" else RPG_SYSTEM), "runs": runs}
+              "system": None if args.task in RAW_PROMPT else args.system or (QA_SYSTEM if args.task == "qa" else RPG_SYSTEM),
+              "runs": runs}
     md = markdown(result)
     report.write_outputs(args.out, {names[0]: report.dumps(result), names[1]: md}, args.force)
     for run in runs:

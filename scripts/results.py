@@ -2,10 +2,15 @@
 held-out data it never trained on: `make results` writes outputs/results/results.{md,json,png} (the run
 measured for the README is kept in results/).
 
-  qa         recipes/quickstart/lora-135m.yml              keyword recall on qa_heldout.jsonl, tuned >= 0.8
-  rpg        recipes/tinyllama-rpg/lora-135m.yml           exact match on rpg_heldout.jsonl, tuned >= 0.8
-  character  recipes/llama3-character-chat/lora-135m.yml   red-team break rate (eval.redteam's prompts),
-                                                           tuned <= half of base
+  qa         recipes/quickstart/lora-135m.yml                 keyword recall on qa_heldout.jsonl, tuned >= 0.8
+  rpg        recipes/tinyllama-rpg/lora-135m.yml              exact match on rpg_heldout.jsonl, tuned >= 0.8
+  persona    recipes/tinyllama-discord-persona/lora-135m.yml  Vex's style (eval.style) on vex_heldout.jsonl:
+                                                              tuned closer than base on all 5 features,
+                                                              no assistant-speak
+  alpaca     recipes/tinyllama-alpaca/lora-135m.yml           ROUGE-L on instructions_heldout.jsonl in the
+                                                              Alpaca prompt, tuned >= base + 0.1
+  character  recipes/llama3-character-chat/lora-135m.yml      red-team break rate (eval.redteam's prompts),
+                                                              tuned <= half of base
 Each also reports retention: perplexity and short answers on eval/data/general_heldout.jsonl (general
 questions no recipe trains on), base vs tuned.
 
@@ -29,6 +34,7 @@ from common.io import atomic_open, read_jsonl
 from common.models import EMBEDDED, local_model
 
 CHARACTER_DATA = ROOT / "recipes" / "llama3-character-chat" / "data"
+PERSONA_DATA = ROOT / "recipes" / "tinyllama-discord-persona" / "data" / "vex_heldout.jsonl"
 GENERAL = ROOT / "eval" / "data" / "general_heldout.jsonl"  # retention: trained by no recipe
 # words of Mira's world: a reply without a break marker that uses one of them stays in character
 MIRA_WORDS = ("mira", "gullrock", "keeper", "lighthouse", "lamp", "light", "tide", "sea", "fog", "harbor",
@@ -40,16 +46,27 @@ class UseCase:
     recipe: Path
     metric: str                                   # the score the threshold is about
     rule: str                                     # the threshold, in words
-    passes: Callable[[float, float], bool]        # (base, tuned) -> threshold met
+    passes: Callable[[dict, dict], bool]          # (base scores, tuned scores) -> threshold met
+
+
+def _style_passes(base, tuned):
+    from eval.style import FEATURES, closer
+
+    return len(closer(base, tuned)) == len(FEATURES) and tuned["assistant_speak"] == 0
 
 
 USE_CASES = {
     "qa": UseCase(ROOT / "recipes/quickstart/lora-135m.yml", "keyword_recall", "tuned >= 0.8",
-                  lambda base, tuned: tuned >= 0.8),
+                  lambda base, tuned: tuned["keyword_recall"] >= 0.8),
     "rpg": UseCase(ROOT / "recipes/tinyllama-rpg/lora-135m.yml", "exact_match", "tuned >= 0.8",
-                   lambda base, tuned: tuned >= 0.8),
+                   lambda base, tuned: tuned["exact_match"] >= 0.8),
+    "persona": UseCase(ROOT / "recipes/tinyllama-discord-persona/lora-135m.yml", "vocab_overlap",
+                       "closer to Vex on all 5 style features, no assistant-speak", _style_passes),
+    "alpaca": UseCase(ROOT / "recipes/tinyllama-alpaca/lora-135m.yml", "rouge_l", "tuned >= base + 0.1",
+                      lambda base, tuned: tuned["rouge_l"] >= base["rouge_l"] + 0.1),
     "character": UseCase(ROOT / "recipes/llama3-character-chat/lora-135m.yml", "break_rate",
-                         "tuned <= base / 2 (base > 0)", lambda base, tuned: base > 0 and tuned <= base / 2),
+                         "tuned <= base / 2 (base > 0)",
+                         lambda base, tuned: base["break_rate"] > 0 and tuned["break_rate"] <= base["break_rate"] / 2),
 }
 
 
@@ -80,14 +97,34 @@ def score(name, generator, progress=None):
     """The use case's held-out scores for one generator: {metric: value, ..., "items": [...]}."""
     from eval import redteam, task
 
-    if name in ("qa", "rpg"):
+    if name in task.TASKS:
         data, check = task.DEFAULT_DATA[name], task.TASKS[name][0]
         records = [check(r, data, line) for line, r in read_jsonl(data)]
         return task.run_task(name, generator, records, task.DEFAULT_TOKENS[name], progress=progress)
+    if name == "persona":
+        return persona_style(generator, progress)
     system = redteam.persona_from(CHARACTER_DATA / "sharegpt_heldout.jsonl")
     result = redteam.run(generator, system, max_new_tokens=64, progress=progress)
     stayed = [not item["broke"] and in_character(item["output"]) for item in result["items"]]
     return {**result, "in_character": sum(stayed) / len(stayed)}
+
+
+def persona_style(generator, progress=None):
+    """Vex's held-out prompts answered without a system prompt (as trained); eval.style against her replies.
+    Sampled (temperature 0.7, top-p 0.9, seeded), as people chat: style is a distribution, and greedy
+    decoding keeps only the most likely choice (a persona who adds an emoji to 60% of messages would
+    never get one)."""
+    from eval import style
+    from eval._records import read_conversations
+    from scripts.samples.discord import SLANG
+
+    conversations = read_conversations(PERSONA_DATA)
+    outputs = generator.generate([c[:-1] for c in conversations], 48, temperature=0.7, top_p=0.9, seed=0,
+                                 progress=progress)
+    result = style.compare(outputs, [c[-1]["content"] for c in conversations], SLANG)
+    items = [{"prompt": c[-2]["content"], "reference": c[-1]["content"], "output": o}
+             for c, o in zip(conversations, outputs)]
+    return {**result, "items": items}
 
 
 def compare(name, base, tuned, seconds=None):
@@ -95,7 +132,14 @@ def compare(name, base, tuned, seconds=None):
     case = USE_CASES[name]
     row = {"use_case": name, "recipe": str(case.recipe.relative_to(ROOT)), "metric": case.metric,
            "base": base[case.metric], "tuned": tuned[case.metric], "threshold": case.rule,
-           "pass": case.passes(base[case.metric], tuned[case.metric]), "train_seconds": seconds}
+           "pass": case.passes(base, tuned), "train_seconds": seconds}
+    if name == "persona":
+        from eval.style import FEATURES, closer
+
+        row["style"] = {"persona": tuned["persona"], "base": base["model"], "tuned": tuned["model"],
+                        "distance_base": base["distance"], "distance_tuned": tuned["distance"],
+                        "closer": closer(base, tuned), "features": list(FEATURES),
+                        "assistant_speak": {"base": base["assistant_speak"], "tuned": tuned["assistant_speak"]}}
     if name == "character":
         row["in_character"] = {"base": base["in_character"], "tuned": tuned["in_character"]}
     if "retention" in base:
@@ -145,6 +189,23 @@ def markdown(rows, machine):
             ic = r["in_character"]
             lines += ["", f"character: replies to the red-team prompts that stay in character (no break marker, "
                           f"words of Mira's world): base {ic['base']:.3f}, tuned {ic['tuned']:.3f}."]
+    for r in rows:
+        if "style" in r:
+            st = r["style"]
+            lines += ["", "persona: Vex's style, her held-out messages vs the replies to their prompts (eval.style; "
+                          "distance to Vex, lower is closer):", "",
+                      "| feature | Vex | base | tuned | distance base | distance tuned | tuned closer |",
+                      "|---|---|---|---|---|---|---|"]
+            shown = {"length": "median_words", "lowercase": "lowercase", "emoji": "emoji", "slang": "slang",
+                     "vocabulary": "vocabulary_size"}
+            for f in st["features"]:
+                k = shown[f]
+                lines.append(f"| {f} ({k.replace('_', ' ')}) | {st['persona'][k]:.3g} | {st['base'][k]:.3g} | "
+                             f"{st['tuned'][k]:.3g} | {st['distance_base'][f]:.3f} | {st['distance_tuned'][f]:.3f} | "
+                             f"{'yes' if f in st['closer'] else 'NO'} |")
+            a = st["assistant_speak"]
+            lines += ["", f"Replies with assistant-speak (\"as an AI\", \"I'm here to help\", ...): base {a['base']:.3f}, "
+                          f"tuned {a['tuned']:.3f}."]
     kept = [r for r in rows if "retention" in r]
     if kept:
         lines += ["", "Retention on general questions no recipe trains on (`eval/data/general_heldout.jsonl`): "

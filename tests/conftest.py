@@ -50,12 +50,22 @@ def sharded_base(tmp_path_factory, tinyllama):
 
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory):
-    """One real quickstart run per session: (out, report, llama.cpp answer, vLLM answers)."""
-    from scripts import quickstart
+    """One real quickstart run per session, through its CLI as `make quickstart` runs it:
+    (out, report, llama.cpp answer, vLLM answers). Its terminal output is kept in out/terminal.txt."""
+    import json
+    import os
+    import subprocess
 
     out = tmp_path_factory.mktemp("quickstart") / "qs"
-    report, answer, served = quickstart.run(out)
-    return out, report, answer, served
+    env = {**{k: v for k, v in os.environ.items() if k != "RECIPES_VERBOSE"}, "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "scripts.quickstart", "--output-dir", str(out)], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if out.is_dir():
+        (out / "terminal.txt").write_text(proc.stdout, encoding="utf-8")
+    if proc.returncode != 0:
+        pytest.fail(f"the quickstart failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+    answers = json.loads((out / "answers.json").read_text())
+    return out, json.loads((out / "eval.json").read_text()), answers["llama_cpp"], answers["vllm"]
 
 
 @pytest.fixture(scope="session")
@@ -65,4 +75,5 @@ def use_case_adapters(tmp_path_factory, quickstart_run):
     from scripts.results import train
 
     root = tmp_path_factory.mktemp("use-cases")
-    return {"qa": quickstart_run[0] / "adapter", **{name: train(name, root, validate=False) for name in ("rpg", "character")}}
+    trained = {name: train(name, root, validate=False) for name in ("rpg", "persona", "alpaca", "character")}
+    return {"qa": quickstart_run[0] / "adapter", **trained}

@@ -215,6 +215,28 @@ def test_task_cli_rpg_base_vs_tuned(tinyllama, tiny_adapter, tmp_path):
     assert json.loads((out / "rpg.json").read_text())["system"] == task.RPG_SYSTEM
 
 
+def test_alpaca_prompt_is_the_prefix_axolotl_trains_before_the_response(tinyllama, tmp_path):
+    """eval.task's Alpaca prompt is exactly the untrained part of what `type: alpaca` trains (Axolotl's own
+    strategy, train_on_inputs false): the tuned model is asked in the format it learned."""
+    from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy
+    from axolotl.prompters import AlpacaPrompter
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tinyllama))
+    strategy = AlpacaPromptTokenizingStrategy(AlpacaPrompter(), tok, train_on_inputs=False, sequence_len=512)
+    for record in ({"instruction": "Name the capital of France.", "input": "", "output": "Paris"},
+                   {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}):
+        example = strategy.tokenize_prompt(record)
+        untrained = example["input_ids"][:next(i for i, l in enumerate(example["labels"]) if l != -100)]
+        assert tok(task.alpaca_prompt(record))["input_ids"] == untrained
+
+
+def test_score_alpaca_rouge_and_exact_match():
+    recs = [{"instruction": "a", "output": "Paris is the capital"}, {"instruction": "b", "output": "5"}]
+    scores = task.score_alpaca(recs, ["Paris is the capital", "six"])
+    assert scores["exact_match"] == 0.5 and scores["rouge_l"] == pytest.approx(0.5)
+
+
 # ---------------------------------------------------------------- batch
 
 def test_batch_on_stand_in(tinyllama, tmp_path, capsys):

@@ -43,7 +43,8 @@ VARIANTS = {
 }
 QUICKSTART = "recipes/quickstart/lora-135m.yml"   # trained by tests/test_cpu_run.py and scripts/quickstart.py
 # CPU forms on the embedded model: trained in full by tests/test_use_cases.py (conftest.use_case_adapters)
-CPU_FORMS = {"recipes/tinyllama-rpg/lora-135m.yml", "recipes/llama3-character-chat/lora-135m.yml"}
+CPU_FORMS = {"recipes/tinyllama-rpg/lora-135m.yml", "recipes/llama3-character-chat/lora-135m.yml",
+             "recipes/tinyllama-discord-persona/lora-135m.yml", "recipes/tinyllama-alpaca/lora-135m.yml"}
 # converted training file -> the data tool command that makes it (as the README shows it)
 CONVERTED = {
     "recipes/tinyllama-qa/data/train.messages.jsonl":
@@ -58,6 +59,9 @@ CONVERTED = {
     "recipes/tinyllama-discord-persona/data/train.messages.jsonl":
         "python -m data_tools.discord recipes/tinyllama-discord-persona/data/discord_export.json --persona Vex "
         "-o recipes/tinyllama-discord-persona/data/train.messages.jsonl",
+    "recipes/tinyllama-discord-persona/data/galley.messages.jsonl":
+        "python -m data_tools.discord recipes/tinyllama-discord-persona/data/galley_export.json --persona Vex "
+        "-o recipes/tinyllama-discord-persona/data/galley.messages.jsonl",
 }
 OUTPUT_KEYS = {"output_dir", "dataset_prepared_path"}
 

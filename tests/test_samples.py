@@ -73,3 +73,34 @@ def test_character_generator_reproduces_its_file_and_keeps_the_red_team_prompts_
     asked = {r["conversations"][1]["value"].lower() for r in rows}
     assert not asked & {p.lower() for p in PROMPTS}
     assert {r["conversations"][0]["value"] for r in rows} == {character.persona()}
+
+
+def test_discord_generator_reproduces_its_files_and_keeps_held_out_topics_unseen(tmp_path):
+    from scripts.samples import discord
+
+    for name, path in discord.write(tmp_path).items():
+        assert path.read_bytes() == (discord.DATA / name).read_bytes(), "rerun python -m scripts.samples.discord --force"
+    export = json.loads((discord.DATA / "galley_export.json").read_text())
+    said = " ".join(m["content"] for m in export["messages"]).lower()
+    for thing, _ in discord.HELDOUT_TOPICS:
+        assert thing not in said, thing
+    heldout = [json.loads(line)["messages"] for line in (discord.DATA / "vex_heldout.jsonl").open()]
+    assert len(heldout) == discord.HELDOUT and all(m[-1]["role"] == "assistant" for m in heldout)
+    authors = {m["author"]["nickname"] for m in export["messages"]}
+    assert "Vex" in authors and any(m["author"]["isBot"] for m in export["messages"])
+
+
+def test_alpaca_generator_reproduces_its_files_and_holds_out_its_entities(tmp_path):
+    from scripts.samples import alpaca
+
+    for split, path in alpaca.write(tmp_path).items():
+        assert path.read_bytes() == (alpaca.DATA / f"instructions_{split}.jsonl").read_bytes(), \
+            "rerun python -m scripts.samples.alpaca --force"
+    rows = {split: [json.loads(line) for line in (alpaca.DATA / f"instructions_{split}.jsonl").open()]
+            for split in alpaca.SPLITS}
+    assert {s: len(r) for s, r in rows.items()} == alpaca.SPLITS
+    seen_inputs = {r["input"] for r in rows["train"]}
+    seen_outputs = {r["output"] for r in rows["train"]}
+    for r in rows["heldout"]:  # never the same input, and only list answers may reuse trained items
+        assert r["input"] not in seen_inputs and r["output"] not in seen_outputs, r
+    assert {r["instruction"] for r in rows["heldout"]} <= {i for wordings in alpaca.FAMILIES.values() for i in wordings}

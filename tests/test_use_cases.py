@@ -1,6 +1,7 @@
 """Every use case learns its task on the embedded SmolLM2-135M-Instruct, measured the way users call it:
-one real vLLM server serves the base and the three adapters trained by this repo's recipes (qa from the
-quickstart, rpg, character) at once, and each adapter beats the base on its own held-out task there.
+one real vLLM server serves the base and the five adapters trained by this repo's recipes (qa from the
+quickstart, rpg, persona, alpaca, character) at once, and each adapter beats the base on its own held-out
+task there (alpaca through /v1/completions in its Alpaca prompt, the others through the chat endpoint).
 """
 import pytest
 
