@@ -43,7 +43,6 @@ GENERATOR_VERSION = 2  # part of the generated file names: bump when the generat
 NAIVE_DISCORD = """
 import json, sys
 from datetime import timedelta
-from common.io import Tally
 from data_tools import discord
 from data_tools._chat import messages_record
 src, dst, persona = sys.argv[1:4]
@@ -52,7 +51,7 @@ with open(src, encoding="utf-8-sig") as fh:
 raws = [discord.Raw(None, f"messages[{i}]", (m["author"].get("name"), m["author"].get("nickname"),
                     m["author"].get("id")), bool(m["author"].get("isBot")), m.get("type", "Default"),
                     m.get("timestamp"), m.get("content")) for i, m in enumerate(data["messages"])]
-tally = Tally()
+tally = discord.MessageTally()
 records = [messages_record([(t.role, "\\n".join(t.texts)) for t in window], None, src)
            for conversation in discord.conversations(raws, src, persona, timedelta(minutes=30), tally, False)
            for window in discord.windows(conversation, 8, tally)]
