@@ -344,6 +344,11 @@ def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000,
         argv += [json.dumps(s, ensure_ascii=False) for s in specs]
         argv += ["--max-lora-rank", str(needed), "--max-loras", str(max_loras or len(specs))]
         info["max_lora_rank"] = needed
+        if "--chat-template" not in extra:
+            template = _adapters_chat_template([s["path"] for s in specs], base)
+            if template:
+                argv += ["--chat-template", template]
+                info["chat_template"] = template
     elif max_lora_rank is not None:
         raise InputError("--max-lora-rank only applies with --adapter")
     info["served"] = [served_model_name or model] + [a["name"] for a in info["adapters"]]
@@ -365,6 +370,36 @@ def _recipe_sequence_len(recipe):
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise InputError(f"sequence_len must be a positive integer, got {value!r}", recipe, field="sequence_len")
     return value
+
+
+def _chat_template(directory):
+    """(template text, the value to give --chat-template) saved in a model or adapter directory, or None."""
+    directory = Path(directory)
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8"), str(jinja)
+    config = directory / "tokenizer_config.json"
+    template = read_json(config).get("chat_template") if config.is_file() else None
+    return (template, template) if isinstance(template, str) else None
+
+
+def _adapters_chat_template(adapter_dirs, base):
+    """--chat-template for a server of these adapters, or None. vLLM renders every chat request with the
+    base model's template; Axolotl saves the template an adapter was trained with beside it (a recipe's
+    chat_template_jinja, e.g. TinyLlama's with <s> first). When the adapters carry one template that the
+    base (where it is local) does not have, the server must use it. Adapters trained with different
+    templates cannot share a server's chat endpoint: a warning says so."""
+    found = {t[0]: t[1] for t in map(_chat_template, adapter_dirs) if t}
+    if len(found) > 1:
+        print("warning: the adapters were trained with different chat templates; one vLLM server renders "
+              "every chat request with one template (serve them separately, or use /v1/completions)",
+              file=sys.stderr)
+        return None
+    if not found:
+        return None
+    (text, value), = found.items()
+    own = _chat_template(base) if base and Path(base).is_dir() else None
+    return None if own and own[0] == text else value
 
 
 def _config_rank(path):

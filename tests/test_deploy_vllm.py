@@ -375,3 +375,32 @@ def test_vllm_log_check_forgives_only_the_known_shutdown_race():
     assert vllm_log_tracebacks(serving + other) == 1
     crash = "(APIServer pid=1) INFO [core_client.py:818] [shutdown] MPClient: engine core exited unexpectedly; starting cleanup\n"
     assert vllm_log_tracebacks(serving + crash + race + sigterm) >= 2  # a crash while serving is never forgiven
+
+
+def test_the_server_renders_chat_with_the_template_the_adapters_trained_with(tmp_path, capsys):
+    """vLLM renders every chat request with one template, the base's unless --chat-template: an adapter
+    trained with another (a recipe's chat_template_jinja, saved beside it by Axolotl) brings its own."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
+
+    def adapter(name, template):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}))
+        if template is not None:
+            (path / "chat_template.jinja").write_text(template)
+        return f"{name}={path}"
+
+    def template_of(*adapters):
+        argv = vllm.serve_argv(str(base), list(adapters), check=False, python="python3")[0]
+        return argv[argv.index("--chat-template") + 1] if "--chat-template" in argv else None
+
+    same = adapter("same", (base / "chat_template.jinja").read_text())
+    bos = adapter("bos", "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}")
+    none = adapter("none", None)
+    assert template_of(same) is None and template_of(none) is None
+    assert template_of(bos) == str(tmp_path / "bos" / "chat_template.jinja")
+    assert template_of(bos, none) == str(tmp_path / "bos" / "chat_template.jinja")
+    capsys.readouterr()
+    assert template_of(bos, same) is None and "different chat templates" in capsys.readouterr().err

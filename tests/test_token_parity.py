@@ -147,14 +147,9 @@ def llama_cpp_prompts(gguf_path, modelfile, conversations):
     return chat, served, add_bos
 
 
-# Known disagreement (issue 13, item 5, open): the TinyLlama recipes train without <s> (Axolotl's
-# chat_template strategy adds no BOS and TinyLlama's zephyr template writes none); transformers and llama.cpp's
-# chat completion feed no <s> either, but Ollama prepends it (the GGUF's add_bos_token: true). Which side to
-# change is not decided yet; strict: these start failing (XPASS) once it is fixed.
-TINYLLAMA_BOS = pytest.mark.xfail(strict=True, reason="TinyLlama trains without <s>; Ollama serves with it")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=TINYLLAMA_BOS) if n == "tinyllama" else n for n in RECIPES])
+@pytest.mark.parametrize("name", list(RECIPES))
 def test_every_serving_path_feeds_the_trained_prefix(name, paths, tmp_path):
     built = paths(name)
     served, trained = built["served"], built["trained"]
@@ -183,10 +178,11 @@ def test_every_serving_path_feeds_the_trained_prefix(name, paths, tmp_path):
                 f"training taught\n  {tok.convert_ids_to_tokens(want)[:12]}...")
 
 
-@TINYLLAMA_BOS
 def test_tinyllama_trains_with_bos_like_its_tokenizer(paths):
     """TinyLlama's tokenizer adds <s> (add_bos_token: true) and the chat model was tuned on sequences
-    that start with it: Axolotl's trained sequence starts with <s>, once."""
+    that start with it: Axolotl's trained sequence starts with <s>, once. Its zephyr template writes no
+    <s> and Axolotl's chat_template strategy adds none, so the TinyLlama recipes use the same template with
+    {{ bos_token }} first (chat_template_jinja); the serving paths above then feed that <s> too."""
     trained = paths("tinyllama")["trained"]
     for example in trained:
         assert example["input_ids"][0] == 1 and example["input_ids"][1] != 1
