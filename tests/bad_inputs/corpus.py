@@ -98,6 +98,17 @@ ALPACA = _common_jsonl("alpaca") + [
     _jsonl("alpaca", "blank_output", "empty-value", "is empty", "output", "empty output"),
     Case("alpaca", "huge:alpaca_truncated.jsonl", "huge-invalid", "invalid JSON: ", 2, None,
          "invalid JSON"),
+    # other formats (told from the content): a JSON array names the record, CSV the line
+    Case("alpaca", "alpaca/array_truncated.json", "invalid-syntax", "the array is cut off", "record 3"),
+    Case("alpaca", "alpaca/array_not_object.json", "not-an-object", "expected a JSON object, got int", "record 2",
+         None, "not a JSON object"),
+    Case("alpaca", "alpaca/array_missing_output.json", "missing-field", "missing required field", "record 2",
+         "output", "missing output"),
+    Case("alpaca", "alpaca/csv_short_row.csv", "invalid-syntax", "invalid CSV: 1 fields, the header has 2", 3,
+         None, "bad CSV row"),
+    Case("alpaca", "alpaca/mixed_jsonl_array.jsonl", "not-an-object", "expected a JSON object, got list", 2, None,
+         "not a JSON object"),
+    Case("alpaca", "alpaca/plain.txt", "bad-structure", "not a known format: expected JSONL", 1),
 ]
 
 SHAREGPT = _common_jsonl("sharegpt") + [
@@ -404,7 +415,9 @@ def records_read(case, src):
     path = Path(src) if Path(src).is_absolute() else ROOT / src
     if case.tool == "discord-json":
         return len(json.loads(path.read_text(encoding="utf-8"))["messages"])
-    if case.tool == "discord-csv":
+    if case.tool != "discord-json" and path.suffix == ".json":  # a JSON array: its elements
+        return len(json.loads(path.read_text(encoding="utf-8")))
+    if case.tool == "discord-csv" or path.suffix == ".csv":
         csv.field_size_limit((1 << 31) - 1)
         with open(path, encoding="utf-8", newline="") as fh:
             return sum(1 for _ in csv.DictReader(fh))
