@@ -39,8 +39,9 @@ class StepLines(TrainerCallback):
         self.start, self.first_step = time.time(), state.global_step
         if not state.is_world_process_zero:
             return
-        if state.global_step and self.resume_from:
-            say(f"{self._where(state)}  resume from checkpoint at {self.resume_from}")
+        if state.global_step:  # resumed (auto_resume_from_checkpoints picks the checkpoint after plugins load)
+            where = self.resume_from or f"{args.output_dir}/checkpoint-{state.global_step}"
+            say(f"{self._where(state)}  resume from checkpoint at {where}")
         say(f"training: {state.max_steps} steps ({args.num_train_epochs:g} epochs at most), "
             f"a line every {args.logging_steps:g} steps")
 
