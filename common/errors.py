@@ -17,10 +17,14 @@ class InputError(Exception):
 
 
 def cli(main):
-    """Wrap a CLI entry point: InputError and FileExistsError exit 2 with one clear line."""
+    """Wrap a CLI entry point: InputError and FileExistsError exit 2 with one clear line; the library
+    noise of common.quiet is filtered."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
+        from common.quiet import quiet
+
+        quiet()  # known library noise filtered (RECIPES_VERBOSE=1 shows it)
         try:
             return main(argv)
         except (InputError, FileExistsError, FileNotFoundError) as err:

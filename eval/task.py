@@ -108,14 +108,14 @@ def score_alpaca(records, outputs):
             "exact_match": mean(i["exact_match"] for i in items), "items": items}
 
 
-def evaluate_qa(model, tok, records, max_new_tokens=48, system=None, batch_size=8):
+def evaluate_qa(model, tok, records, max_new_tokens=48, system=None, batch_size=8, progress=None):
     """Generate answers (greedy) for QA records {question, answer, answer_keywords} and score them.
 
     Returns {"n", "keyword_recall", "rouge_l", "bleu", "items": [...]}, metrics on a 0-1 scale.
     """
     records = [check_qa(r) for r in records]
     outputs = _models.generate_batch(model, tok, [qa_prompt(r, system) for r in records], max_new_tokens,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, progress=progress)
     return score_qa(records, outputs)
 
 

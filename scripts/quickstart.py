@@ -54,7 +54,7 @@ def train(out, train_file, max_steps):
 
 
 def evaluate(base, merged, out):
-    from eval._models import load
+    from eval._models import load, stderr_progress
     from eval.perplexity import heldout_loss
     from eval.task import evaluate_qa
 
@@ -62,8 +62,11 @@ def evaluate(base, merged, out):
     chats = [record for _, record in read_jsonl(out / "data" / "heldout.jsonl")]
     report = {}
     for name, path in (("base", base), ("tuned", merged)):
+        print(f"   {name}: held-out loss on {len(chats)} conversations, then answers to {len(qa)} questions",
+              flush=True)
         model, tok = load(path)
-        report[name] = {**heldout_loss(model, tok, chats), **evaluate_qa(model, tok, qa, max_new_tokens=40)}
+        report[name] = {**heldout_loss(model, tok, chats),
+                        **evaluate_qa(model, tok, qa, max_new_tokens=40, progress=stderr_progress(f"   {name} answers"))}
         del model
     with atomic_open(out / "eval.json", force=True) as fh:
         json.dump(report, fh, indent=2)
