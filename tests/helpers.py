@@ -1,4 +1,12 @@
-"""Small builders shared by tests: a real PEFT LoRA adapter with non-zero weights on a local model."""
+"""Small builders shared by tests: a real PEFT LoRA adapter with non-zero weights on a local model, a
+running llama_cpp.server."""
+import contextlib
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
@@ -35,3 +43,41 @@ def vllm_log_tracebacks(text):
     rest = [line for line in stopping.splitlines() if line not in race]
     return (serving.count("Traceback") + sum(line.count("Traceback") for line in rest)
             + text.count("engine core exited unexpectedly"))
+
+
+@contextlib.contextmanager
+def llama_cpp_server(gguf, log_path, alias="smollm2", api_key=None, n_ctx=512, timeout=90):
+    """llama_cpp.server (an OpenAI-compatible server) on 127.0.0.1 serving `gguf` as `alias`; yields its
+    base URL (without /v1) once /v1/models answers, and stops it on exit."""
+    from deploy.vllm_server import free_port
+
+    port = free_port()
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+            "--port", str(port), "--model_alias", alias, "--n_ctx", str(n_ctx)]
+    headers = {}
+    if api_key:
+        argv += ["--api_key", api_key]
+        headers["Authorization"] = f"Bearer {api_key}"
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w+") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(urllib.request.Request(url + "/v1/models", headers=headers),
+                                           timeout=2).read()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        pytest.fail(f"llama_cpp.server did not start:\n{log.read()[-2000:]}")
+                    time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

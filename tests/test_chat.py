@@ -3,11 +3,8 @@ for each backend (HF model, GGUF through llama.cpp, an OpenAI-compatible server)
 import importlib.util
 import io
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pexpect
@@ -15,6 +12,7 @@ import pytest
 
 from common import ROOT
 from eval import _models, chat
+from tests.helpers import llama_cpp_server
 
 PERSONA = "You are Vex, a pirate."
 QUESTIONS = ["Ahoy! Who are you?", "Where is the treasure?"]
@@ -64,33 +62,8 @@ def test_gguf_stream_equals_the_generated_reply():
 
 @pytest.mark.slow
 def test_endpoint_stream_equals_the_generated_reply(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/v1"
-    with open(tmp_path / "server.log", "w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
-                                 "--host", "127.0.0.1", "--port", str(port), "--model_alias", "smollm2",
-                                 "--n_ctx", "512"], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/models", timeout=2).read()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        pytest.fail(f"llama_cpp.server did not start:\n{log.read()[-2000:]}")
-                    time.sleep(0.3)
-            check_streamed_chat(_models.EndpointGenerator(url, "smollm2"))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with llama_cpp_server(smollm2_gguf(), tmp_path / "server.log") as url:
+        check_streamed_chat(_models.EndpointGenerator(url + "/v1", "smollm2"))
 
 
 def read_reply(child, timeout=60):

@@ -9,8 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from common import CACHE, ROOT
 from deploy import vllm
 from deploy.vllm_server import ENTRYPOINT
+from tests.helpers import llama_cpp_server
 
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -292,32 +291,8 @@ def make_gguf(model_dir, out):
 @pytest.fixture(scope="module")
 def llama_server(smollm2, tmp_path_factory):
     gguf = make_gguf(smollm2, tmp_path_factory.mktemp("gguf") / "smollm2.gguf")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                             "--port", str(port), "--model_alias", "smollm2", "--n_ctx", "512",
-                             "--api_key", "test-key"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                request = urllib.request.Request(url + "/v1/models", headers={"Authorization": "Bearer test-key"})
-                urllib.request.urlopen(request, timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"llama_cpp.server did not start:\n{log.read()[-2000:]}")
-                time.sleep(0.3)
+    with llama_cpp_server(gguf, tmp_path_factory.mktemp("log") / "server.log", api_key="test-key") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_chat_against_a_real_openai_compatible_server(llama_server, monkeypatch, capsys):
