@@ -108,7 +108,6 @@ GPUS = {"h100": 81559, "a100-80": 81920, "a100-40": 40960, "rtx4090": 24564, "l4
 # compute capability x 10 (NVIDIA's CUDA GPUs table)
 CAPABILITY = {"h100": 90, "a100-80": 80, "a100-40": 80, "rtx4090": 89, "l4": 89, "a10g": 86, "t4": 75}
 LORA_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # modules fed the same input
-REUSED_INPUT = ("o_proj", "down_proj")  # their inputs are already kept (attention output, SiLU*up)
 
 
 def arch_for(base_model, recipe=None):
