@@ -42,7 +42,7 @@ from pathlib import Path
 
 from common import ROOT
 from common.errors import InputError, cli
-from scripts.cpu_run import load_recipe
+from common.run import Run
 
 GIB = 1024 ** 3
 OVERHEAD_GIB = 1.0
@@ -334,7 +334,7 @@ def main(argv=None):
     parser.add_argument("--sequence-len", type=int, help="override the recipe's sequence_len")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
-    cfg = load_recipe(args.recipe)
+    cfg = Run.load(args.recipe).cfg
     result = estimate(cfg, args.recipe, args.num_gpus, args.micro_batch_size, args.sequence_len)
     name, capacity = card_capacity(args.gpu, args.gpu_gb)
     if args.json:
