@@ -135,7 +135,7 @@ class Run:
         (common.models), or the hub id's snapshot in the Hugging Face cache."""
         from common.models import stand_in_for
 
-        for candidate in (Path(self.base_model), ROOT / self.base_model):
+        for candidate in (ROOT / self.base_model, Path(self.base_model)):
             if candidate.is_dir():
                 return candidate
         stand_in = stand_in_for(self.base_model)
