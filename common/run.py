@@ -65,12 +65,6 @@ def repo_path(value):
     return path if path.is_absolute() else ROOT / path
 
 
-def shown(path):
-    """A path as the READMEs write it: relative to the repo root when below it."""
-    path = Path(path)
-    return path.relative_to(ROOT) if path.is_absolute() and path.is_relative_to(ROOT) else path
-
-
 @dataclass
 class Run:
     path: Path                 # the recipe YAML
