@@ -158,9 +158,6 @@ class Tally:
     def drop(self, reason, n=1):
         self.dropped[reason] += n
 
-    def as_dict(self):
-        return {"kept": self.kept, "dropped": dict(self.dropped)}
-
     def report(self, name, stream=sys.stderr):
         total = self.kept + sum(self.dropped.values())
         print(f"{name}: kept {self.kept} of {total}", file=stream)

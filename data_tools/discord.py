@@ -151,9 +151,6 @@ class MessageTally(Tally):
         super().__init__()
         self.openers = 0
 
-    def as_dict(self):
-        return {**super().as_dict(), "kept_as_opener": self.openers}
-
     def report(self, name, stream=sys.stderr):
         total = self.kept + sum(self.dropped.values())
         print(f"{name}: kept {self.kept} of {total}", file=stream)

@@ -19,28 +19,26 @@ from pathlib import Path
 
 from common import ROOT, offline_defaults
 from common.errors import InputError, cli
-from common.io import Tally, atomic_open, atomic_path, check_output, read_yaml
+from common.io import Tally, atomic_open, atomic_path, check_output
 from common.models import stand_in_for
+from common.run import Run
 from data_tools._chat import read_records, record_messages
 
 
 def read_recipe(path):
     """(base_model, sequence_len, template config) from an Axolotl YAML."""
-    path = Path(path)
-    cfg = read_yaml(path)
+    run = Run.load(path, need_base_model=False)
+    cfg = run.cfg
     for key in ("base_model", "sequence_len"):
         if cfg.get(key) is None:
-            raise InputError("missing required field", path, None, key)
+            raise InputError("missing required field", run.path, None, key)
     for key in ("base_model", "tokenizer_config"):
         if cfg.get(key) is not None and not isinstance(cfg[key], str):
-            raise InputError(f"expected a model id or path, got {type(cfg[key]).__name__}", path, None, key)
+            raise run.error(key, f"expected a model id or path, got {type(cfg[key]).__name__}")
     datasets = cfg.get("datasets") or [{}]
     if not isinstance(datasets, list):
-        raise InputError(f"expected a list of datasets, got {type(datasets).__name__}", path, None, "datasets")
-    ds_cfg = datasets[0] if isinstance(datasets[0], dict) else {}
-    source = ds_cfg if ds_cfg.get("chat_template") else cfg  # as Axolotl's extract_chat_template_args
-    template = {key: source.get(key) for key in ("chat_template", "chat_template_jinja")}
-    return cfg.get("tokenizer_config") or cfg["base_model"], cfg["sequence_len"], template
+        raise run.error("datasets", f"expected a list of datasets, got {type(datasets).__name__}")
+    return cfg.get("tokenizer_config") or cfg["base_model"], cfg["sequence_len"], run.chat_template
 
 
 def resolve_model(name, recipe=None):

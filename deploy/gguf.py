@@ -179,7 +179,7 @@ def prepare(name, weight, config):
     return weight
 
 
-def out_type(gguf_name, shape, wanted):
+def out_type(shape, wanted):
     """1-D tensors stay F32; quantized types need rows divisible by their block size."""
     if len(shape) == 1 or wanted == gguf.GGMLQuantizationType.F32:
         return gguf.GGMLQuantizationType.F32
@@ -250,7 +250,7 @@ def export_model(model_dir, output, outtype="f16", force=False):
             if name is None:
                 raise InputError(f"tensor {hf_name} has no GGUF name", path)
             shape = shard.shape(hf_name)
-            plan.append((name, shape, out_type(name, shape, wanted)))
+            plan.append((name, shape, out_type(shape, wanted)))
             sources.append((shard, hf_name))
     if config.get("tie_word_embeddings") is False and not any(p[0] == "output.weight" for p in plan):
         raise InputError("untied model without lm_head.weight", model_dir)

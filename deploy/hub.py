@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import atomic_path, check_output, read_json, read_text, read_yaml
+from common.io import atomic_path, check_output, read_json
+from common.run import Run
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf") + PICKLE_SUFFIXES
@@ -64,10 +65,11 @@ def hub_id(name):
 
 def read_recipe(path):
     """(recipe mapping, its text); an empty file reads as an empty recipe."""
-    data = read_yaml(path, expect=None) or {}
+    run = Run.read(path)
+    data = run.cfg or {}
     if not isinstance(data, dict):
         raise InputError("expected a YAML mapping", path)
-    return data, read_text(path)
+    return data, run.text
 
 
 def redact(text):

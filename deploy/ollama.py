@@ -267,7 +267,8 @@ def load_tokenizer(model_dir):
 
 
 def read_deploy_json(recipe_dir):
-    path = Path(recipe_dir) / "deploy.json"
+    """({settings}, path) of recipe_dir/deploy.json, or of recipe_dir itself when it is a file."""
+    path = Path(recipe_dir) if Path(recipe_dir).is_file() else Path(recipe_dir) / "deploy.json"
     if not path.exists():
         return {}, None
     return read_json(path), path
@@ -392,7 +393,8 @@ def main(argv=None):
     src.add_argument("--base", help="base GGUF file (FROM) for --adapter, or an Ollama model name")
     parser.add_argument("--adapter", help="LoRA adapter as GGUF (ADAPTER)")
     parser.add_argument("--model", required=True, help="HF model dir whose tokenizer gives the chat template")
-    parser.add_argument("--recipe-dir", help="folder whose deploy.json (if present) gives system/stop/parameters")
+    parser.add_argument("--recipe-dir", help="folder whose deploy.json (if present) gives system/stop/parameters "
+                        "(or that JSON file itself)")
     parser.add_argument("--system", help="system prompt (overrides deploy.json and the template's default)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="Ollama PARAMETER, repeatable (stop=... adds a stop string)")

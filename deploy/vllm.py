@@ -43,7 +43,8 @@ import urllib.request
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import atomic_open, check_output, read_json, read_text
+from common.io import atomic_open, check_output, read_json
+from common.run import Run
 
 ALLOWED_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_MAX_LORA_RANK = 16
@@ -358,17 +359,12 @@ def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000,
 
 def _recipe_sequence_len(recipe):
     """sequence_len of an Axolotl recipe (Axolotl's default 2048 when unset)."""
-    import yaml
-
-    text = read_text(recipe)
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(err, 'problem', err)}", recipe, mark.line + 1 if mark else None)
+    run = Run.read(recipe)
+    cfg = run.cfg
     value = (cfg or {}).get("sequence_len", 2048) if isinstance(cfg, dict) else None
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InputError(f"sequence_len must be a positive integer, got {value!r}", recipe, field="sequence_len")
+        raise InputError(f"sequence_len must be a positive integer, got {value!r}", recipe,
+                         run.line("sequence_len"), "sequence_len")
     return value
 
 

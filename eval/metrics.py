@@ -33,11 +33,6 @@ def _contains(haystack, needle):
     return n > 0 and any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
 
 
-def keyword_present(answer, keyword):
-    """Whether `keyword` (one or more words) occurs in `answer` as whole words, ignoring case and punctuation."""
-    return _contains(words(answer), words(keyword))
-
-
 def keyword_recall(answer, keywords):
     """Share of `keywords` that occur in `answer` (case-insensitive, whole words, punctuation ignored).
 

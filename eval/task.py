@@ -119,14 +119,6 @@ def evaluate_qa(model, tok, records, max_new_tokens=48, system=None, batch_size=
     return score_qa(records, outputs)
 
 
-def evaluate_rpg(model, tok, records, max_new_tokens=32, system=None, batch_size=8):
-    """Generate outputs (greedy) for RPG records {task, output}; returns exact-match scores and items."""
-    records = [check_rpg(r) for r in records]
-    outputs = _models.generate_batch(model, tok, [rpg_prompt(r, system) for r in records], max_new_tokens,
-                                     batch_size=batch_size)
-    return score_rpg(records, outputs)
-
-
 TASKS = {"qa": (check_qa, qa_prompt, score_qa), "rpg": (check_rpg, rpg_prompt, score_rpg),
          "alpaca": (check_alpaca, alpaca_prompt, score_alpaca)}
 RAW_PROMPT = {"alpaca"}  # prompts are text continued as they are, not chat messages

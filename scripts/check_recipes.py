@@ -34,14 +34,13 @@ import types
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from common import ROOT, offline_defaults
 from common.errors import InputError, cli
-from common.io import read_jsonl, read_text
+from common.io import read_jsonl
 from common.models import stand_in_for
+from common.run import Run
 from deploy.vllm import ALLOWED_RANKS, LLAMA_LORA_MODULES
-from scripts.recipe_schema import Checker, Report, check_keys, key_lines, validation_message
+from scripts.recipe_schema import Checker, Report, check_keys, validation_message
 
 # what `axolotl train` would see on one H100 (multi-GPU recipes: 4 of them)
 GPU_CAPABILITIES = {"bf16": True, "fp8": False, "tf32": True, "compute_capability": "sm_90"}
@@ -465,18 +464,12 @@ def check_recipe(recipe, min_steps=MIN_STEPS):
     if not recipe.exists():
         raise FileNotFoundError(f"{recipe}: no such recipe")
     try:
-        text = read_text(recipe)
-    except InputError as err:
+        run = Run.read(recipe)
+    except InputError as err:  # invalid UTF-8 or YAML
         report.errors.append(InputError(err.message, shown, err.line))
         return report
-    check = Checker(shown, report, key_lines(text))
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        report.errors.append(InputError(f"invalid YAML: {getattr(err, 'problem', err)}", shown,
-                                        mark.line + 1 if mark else None))
-        return report
+    text, cfg = run.text, run.cfg
+    check = Checker(shown, report, run.lines)
     if not isinstance(cfg, dict):
         report.errors.append(InputError("a recipe must be a YAML mapping", shown))
         return report

@@ -12,6 +12,7 @@ the Trainer's metrics, debug.log all of Axolotl's log, axolotl_config.json the r
 --verbose (or RECIPES_VERBOSE=1) shows everything.
 """
 import argparse
+import copy
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from common.errors import InputError, cli
 from common.io import atomic_open, check_output, read_jsonl, read_yaml
 from common.models import stand_in_for
 from common.quiet import set_verbose, verbose
+from common.run import Run
 
 OFF = {
     "bf16": False, "fp16": False, "tf32": False, "bfloat16": False, "float16": False,
@@ -41,25 +43,15 @@ GPU_OPTIMIZERS = ("8bit", "bnb", "paged", "apollo", "muon")
 PROGRESS_PLUGIN = "common.train_progress.Progress"  # step / loss / time-left lines
 
 
-def load_recipe(path):
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such recipe")
-    cfg = read_yaml(path)
-    if "base_model" not in cfg:
-        raise InputError("missing", path, field="base_model")
-    return cfg
-
-
-def validate_recipe(path, cfg):
+def validate_recipe(run):
     """Unknown keys (a typo) and values of the wrong type stop the run here, naming file, line and key,
     instead of surfacing later in Axolotl's traceback (or, for a typo, not at all)."""
     from scripts.recipe_schema import key_and_type_errors
 
-    errors = key_and_type_errors(path, cfg)
+    errors = key_and_type_errors(run)
     if errors:
         first = errors[0]
-        more = f" (and {len(errors) - 1} more: python -m scripts.check_recipes {path})" if len(errors) > 1 else ""
+        more = f" (and {len(errors) - 1} more: python -m scripts.check_recipes {run.path})" if len(errors) > 1 else ""
         raise InputError(first.message + more, first.file, first.line, first.field)
 
 
@@ -90,8 +82,10 @@ def cpu_config(recipe, dataset=None, max_steps=None, output_dir=None, resume=Fal
                validate=True):
     """Return (config, changes): the recipe with CPU overrides, and a list of what changed.
     validate=False drops the recipe's validation set (benchmarks time training alone)."""
-    cfg = load_recipe(recipe)
-    validate_recipe(recipe, cfg)
+    run = recipe if isinstance(recipe, Run) else Run.load(recipe)
+    recipe = run.path
+    validate_recipe(run)
+    cfg = copy.deepcopy(run.cfg)  # the run stays as the recipe says
     changes = []
 
     def put(key, value):
@@ -194,9 +188,9 @@ def check_data(recipe, cfg):
     (scripts.check_recipes' data check), before Axolotl starts: the first problem raises InputError
     naming the recipe's line and field and the data file's line."""
     from scripts.check_recipes import FIRST_RECORDS, _check_records
-    from scripts.recipe_schema import Checker, Report, key_lines
+    from scripts.recipe_schema import Checker, Report
 
-    lines = key_lines(Path(recipe).read_text(encoding="utf-8"))
+    lines = Run.read(recipe).lines
     for key in ("datasets", "test_datasets"):
         # _check_records names fields datasets[i]...; test_datasets get their own lines and names
         key_at = lines if key == "datasets" else {k[len("test_"):]: v for k, v in lines.items()

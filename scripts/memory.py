@@ -42,7 +42,7 @@ from pathlib import Path
 
 from common import ROOT
 from common.errors import InputError, cli
-from scripts.cpu_run import load_recipe
+from common.run import Run
 
 GIB = 1024 ** 3
 OVERHEAD_GIB = 1.0
@@ -108,7 +108,6 @@ GPUS = {"h100": 81559, "a100-80": 81920, "a100-40": 40960, "rtx4090": 24564, "l4
 # compute capability x 10 (NVIDIA's CUDA GPUs table)
 CAPABILITY = {"h100": 90, "a100-80": 80, "a100-40": 80, "rtx4090": 89, "l4": 89, "a10g": 86, "t4": 75}
 LORA_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # modules fed the same input
-REUSED_INPUT = ("o_proj", "down_proj")  # their inputs are already kept (attention output, SiLU*up)
 
 
 def arch_for(base_model, recipe=None):
@@ -335,7 +334,7 @@ def main(argv=None):
     parser.add_argument("--sequence-len", type=int, help="override the recipe's sequence_len")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
-    cfg = load_recipe(args.recipe)
+    cfg = Run.load(args.recipe).cfg
     result = estimate(cfg, args.recipe, args.num_gpus, args.micro_batch_size, args.sequence_len)
     name, capacity = card_capacity(args.gpu, args.gpu_gb)
     if args.json:

@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from common import offline_defaults
 from common.errors import InputError
-from common.io import read_text
+from common.run import Run
 
 
 @dataclass
@@ -46,33 +44,6 @@ class Checker:
 
     def warn(self, key, message):
         self.report.warnings.append(InputError(message, self.recipe, self._line(key), key))
-
-
-def key_lines(text):
-    """Dotted key path -> 1-based line, for top-level keys and one level below (datasets[0].type)."""
-    lines = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
-    if not isinstance(root, yaml.MappingNode):
-        return lines
-    for key_node, value in root.value:
-        key = key_node.value
-        lines[key] = key_node.start_mark.line + 1
-        if isinstance(value, yaml.MappingNode):
-            for sub_key, _ in value.value:
-                lines[f"{key}.{sub_key.value}"] = sub_key.start_mark.line + 1
-        elif isinstance(value, yaml.SequenceNode):
-            for i, item in enumerate(value.value):
-                lines[f"{key}[{i}]"] = item.start_mark.line + 1
-                if isinstance(item, yaml.MappingNode):
-                    for sub_key, sub_value in item.value:
-                        lines[f"{key}[{i}].{sub_key.value}"] = sub_key.start_mark.line + 1
-                        if isinstance(sub_value, yaml.MappingNode):
-                            for leaf, _ in sub_value.value:
-                                lines[f"{key}[{i}].{sub_key.value}.{leaf.value}"] = leaf.start_mark.line + 1
-    return lines
 
 
 def _field_names(model_cls):
@@ -158,17 +129,15 @@ def check_types(check, cfg):
                 check.error(f"datasets[{i}]" + (f".{key}" if key else ""), f"wrong type: {message}")
 
 
-def key_and_type_errors(recipe, cfg=None):
+def key_and_type_errors(run):
     """Unknown keys (with the closest known one) and values of the wrong type, as InputErrors naming the
-    file, line and key; loads no model and no data (scripts.cpu_run runs this before training)."""
-    recipe = Path(recipe)
-    text = read_text(recipe)
-    if cfg is None:
-        cfg = yaml.safe_load(text)
-    report = Report(recipe)
-    check = Checker(recipe, report, key_lines(text))
-    check_keys(check, cfg)
-    check_types(check, cfg)
+    file, line and key; loads no model and no data (scripts.cpu_run runs this before training).
+    run: a common.run.Run (or a recipe path)."""
+    run = run if isinstance(run, Run) else Run.read(run)
+    report = Report(run.path)
+    check = Checker(run.path, report, run.lines)
+    check_keys(check, run.cfg)
+    check_types(check, run.cfg)
     return report.errors
 
 

