@@ -229,7 +229,9 @@ def test_quickstart_recipe_is_valid_on_cpu(tmp_path):
 
 def test_every_converted_file_has_its_command():
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").glob("*/data/*.messages.jsonl")}
-    assert shipped == set(CONVERTED)
+    generated = {f"recipes/{use_case}/data/general.messages.jsonl"  # replay: tests/test_samples.py regenerates it
+                 for use_case in ("tinyllama-rpg", "tinyllama-discord-persona")}
+    assert shipped == set(CONVERTED) | generated
 
 
 @pytest.mark.parametrize("target", sorted(CONVERTED))

@@ -8,7 +8,9 @@ they add no new knowledge and no new style. The prompts carry no system prompt, 
 
 Writes general.messages.jsonl (messages JSONL) into the data folders of the recipes that mix it in:
 recipes/tinyllama-rpg/data and recipes/tinyllama-discord-persona/data. None of the prompts is one of
-eval/data/general_heldout.jsonl's (the retention set; a test checks). Replies are greedy, so the same
+eval/data/general_heldout.jsonl's (the retention set; a test checks), though many are of the same kinds
+(capitals, counts, opposites, small requests): the replies are the base's own, right or wrong, so they
+teach no answer the base did not already give, only to keep giving its answers. Replies are greedy, so the same
 model writes the same file; a reply that does not end within MAX_NEW_TOKENS is dropped and counted
 (a cut reply would teach the model to stop mid-sentence).
 
@@ -25,7 +27,7 @@ from common.models import EMBEDDED, local_model
 
 FOLDERS = [ROOT / "recipes" / "tinyllama-rpg" / "data", ROOT / "recipes" / "tinyllama-discord-persona" / "data"]
 NAME = "general.messages.jsonl"
-MAX_NEW_TOKENS = 96
+MAX_NEW_TOKENS = 128
 
 CAPITALS = ["Germany", "Spain", "Canada", "Australia", "Egypt", "Kenya", "India", "Norway", "Greece",
             "Portugal", "Mexico", "Argentina", "Ireland", "Thailand", "Peru", "Sweden"]
@@ -71,10 +73,27 @@ REQUESTS = [
     "Recommend a hobby for someone who likes being outdoors.", "How do airplanes stay in the air?",
     "What is the best way to learn to type faster?", "Explain what the internet is in simple words.",
 ]
+SHORT = [  # one-line questions and requests: most replies end well within MAX_NEW_TOKENS
+    "What is the capital of Libya?", "What is the capital of South Korea?",
+    "What is the capital of Chile?", "What is the capital of Vietnam?", "What is the capital of Poland?",
+    "What is the capital of Turkey?", "What is the capital of Nigeria?", "What is the capital of Cuba?",
+    "What color is a ripe banana?", "What color are most leaves in summer?", "What is 7 plus 8?",
+    "What is 100 divided by 4?", "What is 9 times 6?", "How many wheels does a bicycle have?",
+    "How many legs does an insect have?", "How many strings does a violin have?",
+    "What is the opposite of up?", "What is the opposite of early?", "What is the plural of child?",
+    "What is the past tense of eat?", "What animal says moo?", "What do you call a baby sheep?",
+    "What do you call a group of wolves?", "Which bird is a symbol of peace?",
+    "What fruit is dried to make raisins?", "What vegetable is used to make fries?",
+    "Which month comes after March?", "What day comes after Friday?", "How many seconds are in a minute?",
+    "What shape has three sides?", "What is frozen water called?", "What do you use to write on a blackboard?",
+    "What is the first letter of the English alphabet?", "Name a primary color.",
+    "Say hello in a friendly way.", "Give me a word that means big.", "Name three fruits.",
+    "Name a famous composer.", "Name a planet other than Earth.", "Write one sentence about cats.",
+]
 
 
 def prompts():
-    return [f"What is the capital of {country}?" for country in CAPITALS] + FACTS + REQUESTS
+    return [f"What is the capital of {country}?" for country in CAPITALS] + FACTS + REQUESTS + SHORT
 
 
 def replies(prompts, model_dir=None):
