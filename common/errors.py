@@ -4,10 +4,11 @@ import sys
 
 
 class InputError(Exception):
-    """Bad input. Printed as 'file:line: field: message' without a traceback."""
+    """Bad input. Printed as 'file:line: field: message' without a traceback. `reason`: the short key a
+    skipped record is counted under (common.io.Tally)."""
 
-    def __init__(self, message, file=None, line=None, field=None):
-        self.message, self.file, self.line, self.field = message, file, line, field
+    def __init__(self, message, file=None, line=None, field=None, reason=None):
+        self.message, self.file, self.line, self.field, self.reason = message, file, line, field, reason
         super().__init__(str(self))
 
     def __str__(self):

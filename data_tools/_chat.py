@@ -59,9 +59,7 @@ def missing(record, key, file=None, line=None, this=None, list_keys=False):
 
 def invalid(reason, message, file=None, line=None, field=None):
     """An InputError that also carries a short `reason`, the key it is counted under when skipped."""
-    err = InputError(message, file, line, field)
-    err.reason = reason
-    return err
+    return InputError(message, file, line, field, reason)
 
 
 def normalize_role(name, file=None, line=None, field="role"):
@@ -180,7 +178,7 @@ def convert_records(src, dst, convert, force=False, skip_invalid=False):
             except InputError as err:
                 if not skip_invalid:
                     raise
-                tally.drop(getattr(err, "reason", "invalid record"))
+                tally.drop(err.reason or "invalid record")
                 continue
             tally.keep()
             yield out
