@@ -98,9 +98,9 @@ def check_encodable(text, file=None, line=None, field=None):
         raise invalid("invalid unicode", f"lone surrogate at character {err.start}", file, line, field) from None
 
 
-def check_messages(messages, file=None, line=None, key="messages", allow_empty=False):
+def check_messages(messages, file=None, line=None, key="messages", allow_empty=False, need_reply=True):
     """Enforce the messages JSONL rules: one optional system first, then user/assistant alternating,
-    ending with assistant; every content a non-empty string."""
+    ending with assistant (need_reply=False: or on user, a prompt); every content a non-empty string."""
     if messages is None:
         raise invalid(f"missing {key}", "missing required field", file, line, key)
     if not isinstance(messages, list):
@@ -130,7 +130,7 @@ def check_messages(messages, file=None, line=None, key="messages", allow_empty=F
             got = messages[i]["role"]
             raise invalid("non-alternating turns", f"expected {expected} here, got {got} "
                           "(system first, then user/assistant alternating)", file, line, f"{key}[{i}]")
-    if messages[-1]["role"] != ASSISTANT:
+    if need_reply and messages[-1]["role"] != ASSISTANT:
         raise invalid("does not end with assistant", "conversation must end with an assistant turn",
                       file, line, f"{key}[{len(messages) - 1}]")
     return messages
@@ -143,11 +143,11 @@ def record_messages(record, file=None, line=None, allow_empty=False):
     return check_messages(record["messages"], file, line, allow_empty=allow_empty)
 
 
-def messages_record(turns, system=None, file=None, line=None):
+def messages_record(turns, system=None, file=None, line=None, need_reply=True):
     """[(role, content), ...] plus an optional system prompt -> a checked {"messages": [...]} record."""
     messages = [{"role": SYSTEM, "content": system}] if system else []
     messages += [{"role": role, "content": content} for role, content in turns]
-    return {"messages": check_messages(messages, file, line)}
+    return {"messages": check_messages(messages, file, line, need_reply=need_reply)}
 
 
 class Drop(Exception):
