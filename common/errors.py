@@ -4,10 +4,11 @@ import sys
 
 
 class InputError(Exception):
-    """Bad input. Printed as 'file:line: field: message' without a traceback."""
+    """Bad input. Printed as 'file:line: field: message' without a traceback. `reason`: the short key a
+    skipped record is counted under (common.io.Tally)."""
 
-    def __init__(self, message, file=None, line=None, field=None):
-        self.message, self.file, self.line, self.field = message, file, line, field
+    def __init__(self, message, file=None, line=None, field=None, reason=None):
+        self.message, self.file, self.line, self.field, self.reason = message, file, line, field, reason
         super().__init__(str(self))
 
     def __str__(self):
@@ -16,9 +17,14 @@ class InputError(Exception):
         return ": ".join(parts)
 
 
+class StepError(Exception):
+    """A step that cannot go on (a tool not installed, a subprocess that failed). The cli wrapper prints
+    the message as it is and exits 1."""
+
+
 def cli(main):
-    """Wrap a CLI entry point: InputError and FileExistsError exit 2 with one clear line; the library
-    noise of common.quiet is filtered."""
+    """Wrap a CLI entry point: InputError, FileExistsError and FileNotFoundError exit 2 with one clear line,
+    StepError exits 1 with its message; the library noise of common.quiet is filtered."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
@@ -30,5 +36,8 @@ def cli(main):
         except (InputError, FileExistsError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except StepError as err:
+            print(err, file=sys.stderr)
+            sys.exit(1)
 
     return wrapper

@@ -1,4 +1,5 @@
 """Atomic outputs, streaming JSONL with precise errors, and kept/dropped tallies."""
+import codecs
 import contextlib
 import json
 import os
@@ -100,28 +101,56 @@ def read_yaml(path, expect=dict):
 
 
 def read_jsonl(path):
-    """Yield (line_number, record) from a JSONL file; blank lines are skipped.
+    """Yield (line_number, record) from a JSONL file; blank lines are skipped, a UTF-8 BOM is accepted.
 
     Invalid UTF-8, invalid JSON and non-object lines raise InputError naming file and line.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    for number, value in jsonl_values(path):
+        if isinstance(value, InputError):
+            raise value
+        if not isinstance(value, dict):
+            raise InputError(f"expected a JSON object, got {type(value).__name__}", path, number,
+                             reason="not a JSON object")
+        yield number, value
+
+
+def jsonl_values(path):
+    """Yield (line_number, value) for each non-blank line of a JSONL file, where a bad line's value is the
+    InputError saying what is wrong (with a `reason`), so a caller may count it and go on. A first line
+    that is only '{' raises: the file is one JSON document over many lines, not JSONL."""
     with open(path, "rb") as fh:
+        first = True
         for number, raw in enumerate(fh, 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(f"invalid UTF-8 at byte {err.start}", path, number) from None
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise InputError(f"invalid JSON: {err.msg} (column {err.colno})", path, number) from None
-            if not isinstance(record, dict):
-                raise InputError(f"expected a JSON object, got {type(record).__name__}", path, number)
-            yield number, record
+            if raw.strip():
+                value = _jsonl_line(raw, path, number, first)
+                if first and isinstance(value, InputError) and raw.strip().removeprefix(codecs.BOM_UTF8) == b"{":
+                    raise value
+                first = False
+                yield number, value
+
+
+decode_json = json.JSONDecoder().decode  # json.loads(text) without its per-call checks
+
+
+def _jsonl_line(raw, path, number, first=False):
+    """The value on one JSONL line, or the InputError that says what is wrong with it."""
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        return InputError(f"invalid UTF-8 at byte {err.start}", path, number, reason="invalid UTF-8")
+    try:
+        return decode_json(text)
+    except json.JSONDecodeError as err:
+        # err.pos, not err.colno: an error at the end of the record is past its newline, on "line 2"
+        hint = ""
+        if first and text.strip() == "{":
+            hint = ("; the file looks like one JSON document spread over lines: expected one object per line "
+                    "(JSONL) or a JSON array of objects")
+        return InputError(f"invalid JSON: {err.msg} (column {err.pos + 1}){hint}", path, number,
+                          reason="invalid JSON")
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(record, ensure_ascii=False), made once

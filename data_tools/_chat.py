@@ -59,9 +59,7 @@ def missing(record, key, file=None, line=None, this=None, list_keys=False):
 
 def invalid(reason, message, file=None, line=None, field=None):
     """An InputError that also carries a short `reason`, the key it is counted under when skipped."""
-    err = InputError(message, file, line, field)
-    err.reason = reason
-    return err
+    return InputError(message, file, line, field, reason)
 
 
 def normalize_role(name, file=None, line=None, field="role"):
@@ -100,9 +98,9 @@ def check_encodable(text, file=None, line=None, field=None):
         raise invalid("invalid unicode", f"lone surrogate at character {err.start}", file, line, field) from None
 
 
-def check_messages(messages, file=None, line=None, key="messages", allow_empty=False):
+def check_messages(messages, file=None, line=None, key="messages", allow_empty=False, need_reply=True):
     """Enforce the messages JSONL rules: one optional system first, then user/assistant alternating,
-    ending with assistant; every content a non-empty string."""
+    ending with assistant (need_reply=False: or on user, a prompt); every content a non-empty string."""
     if messages is None:
         raise invalid(f"missing {key}", "missing required field", file, line, key)
     if not isinstance(messages, list):
@@ -132,7 +130,7 @@ def check_messages(messages, file=None, line=None, key="messages", allow_empty=F
             got = messages[i]["role"]
             raise invalid("non-alternating turns", f"expected {expected} here, got {got} "
                           "(system first, then user/assistant alternating)", file, line, f"{key}[{i}]")
-    if messages[-1]["role"] != ASSISTANT:
+    if need_reply and messages[-1]["role"] != ASSISTANT:
         raise invalid("does not end with assistant", "conversation must end with an assistant turn",
                       file, line, f"{key}[{len(messages) - 1}]")
     return messages
@@ -145,11 +143,11 @@ def record_messages(record, file=None, line=None, allow_empty=False):
     return check_messages(record["messages"], file, line, allow_empty=allow_empty)
 
 
-def messages_record(turns, system=None, file=None, line=None):
+def messages_record(turns, system=None, file=None, line=None, need_reply=True):
     """[(role, content), ...] plus an optional system prompt -> a checked {"messages": [...]} record."""
     messages = [{"role": SYSTEM, "content": system}] if system else []
     messages += [{"role": role, "content": content} for role, content in turns]
-    return {"messages": check_messages(messages, file, line)}
+    return {"messages": check_messages(messages, file, line, need_reply=need_reply)}
 
 
 class Drop(Exception):
@@ -180,7 +178,7 @@ def convert_records(src, dst, convert, force=False, skip_invalid=False):
             except InputError as err:
                 if not skip_invalid:
                     raise
-                tally.drop(getattr(err, "reason", "invalid record"))
+                tally.drop(err.reason or "invalid record")
                 continue
             tally.keep()
             yield out

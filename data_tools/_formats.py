@@ -6,13 +6,13 @@ its line for JSONL and CSV, "record N" (counted from 1) for a JSON array or Parq
 """
 import codecs
 import csv
-import json
 import re
 from pathlib import Path
 
 import ijson
 
 from common.errors import InputError
+from common.io import jsonl_values
 
 FORMATS = ("jsonl", "array", "parquet", "csv")
 SNIFF_BYTES = 4096
@@ -20,13 +20,10 @@ READ_BYTES = 1 << 20  # ijson reads; YAJL re-scans a string cut by a read, so sm
 PARQUET_BATCH = 1024
 CSV_FIELD_LIMIT = (1 << 31) - 1  # csv.field_size_limit for one cell (a C long on every platform)
 WHAT = "JSONL (first character '{'), a JSON array ('['), Parquet or CSV with a header row"
-_decode = json.JSONDecoder().decode  # json.loads(text) without its per-call checks
 
 
 def _invalid(reason, message, file=None, where=None, field=None):
-    err = InputError(message, file, where, field)
-    err.reason = reason
-    return err
+    return InputError(message, file, where, field, reason)
 
 
 def detect(path):
@@ -82,32 +79,7 @@ _EMPTY = {"jsonl": "the file is empty", "array": "the JSON array is empty", "par
 # --- JSONL ----------------------------------------------------------------------------------------
 
 def _jsonl(path, columns):
-    with open(path, "rb") as fh:
-        first = True
-        for number, raw in enumerate(fh, 1):
-            if raw.strip():
-                record = _parse_line(raw, path, number, first)
-                if first and isinstance(record, InputError) and raw.strip().lstrip(b"\xef\xbb\xbf") == b"{":
-                    raise record  # one JSON document over many lines: not a bad record, a file in another shape
-                first = False
-                yield number, record
-
-
-def _parse_line(raw, path, number, first=False):
-    """The record on one JSONL line, or the InputError that says what is wrong with it."""
-    try:
-        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-    except UnicodeDecodeError as err:
-        return _invalid("invalid UTF-8", f"invalid UTF-8 at byte {err.start}", path, number)
-    try:
-        return _decode(text)
-    except json.JSONDecodeError as err:
-        # err.pos, not err.colno: an error at the end of the record is past its newline, on "line 2"
-        hint = ""
-        if first and text.strip() == "{":
-            hint = ("; the file looks like one JSON document spread over lines: expected one object per line "
-                    "(JSONL) or a JSON array of objects")
-        return _invalid("invalid JSON", f"invalid JSON: {err.msg} (column {err.pos + 1}){hint}", path, number)
+    return jsonl_values(path)  # common.io's reader: BOM accepted, bad lines returned for a tally
 
 
 # --- JSON array -----------------------------------------------------------------------------------

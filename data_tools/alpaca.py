@@ -37,17 +37,21 @@ def _missing(record, key, kind, option, file, line):
     return invalid(f"missing {key}", message, file, line, key)
 
 
-def to_messages(record, system=None, file=None, line=None, keys=("instruction", "input", "output")):
-    """One Alpaca record -> {"messages": [...]}, or InputError naming the field."""
+def to_messages(record, system=None, file=None, line=None, keys=("instruction", "input", "output"),
+                need_reply=True):
+    """One Alpaca record -> {"messages": [...]}, or InputError naming the field; need_reply=False: the
+    output is optional (without it, a prompt)."""
     instruction_key, input_key, output_key = keys
-    for key, kind in ((instruction_key, "instruction"), (output_key, "output")):
+    required = ((instruction_key, "instruction"), (output_key, "output"))
+    for key, kind in required if need_reply else required[:1]:
         if record.get(key) is None:
             raise _missing(record, key, kind, f"--{kind}-key", file, line)
     instruction = text_field(record, instruction_key, file, line)
     extra = text_field(record, input_key, file, line, required=False)
-    output = text_field(record, output_key, file, line)
+    output = text_field(record, output_key, file, line, required=need_reply)
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-    return messages_record([(USER, user), (ASSISTANT, output)], system, file, line)
+    reply = [(ASSISTANT, output)] if output is not None else []
+    return messages_record([(USER, user)] + reply, system, file, line, need_reply)
 
 
 @cli

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from common.errors import InputError, cli
-from common.io import Tally, write_jsonl
+from common.io import Tally, decode_json, write_jsonl
 from data_tools import _formats
 from data_tools._chat import ASSISTANT, USER, invalid, messages_record, parser, shown
 
@@ -100,7 +100,7 @@ def _is_export(path):
     with open(path, "rb") as fh:
         first = fh.readline(FIRST_LINE_LIMIT)
     try:
-        record = _formats._decode(first.decode("utf-8-sig"))
+        record = decode_json(first.decode("utf-8-sig"))
     except (ValueError, UnicodeDecodeError):
         return True
     return not isinstance(record, dict) or bool({"messages", "guild", "channel"} & set(record))

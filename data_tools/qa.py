@@ -32,19 +32,21 @@ def _keywords(record, file, line):
     return keywords
 
 
-def to_messages(record, system=SYSTEM_PROMPT, file=None, line=None):
+def to_messages(record, system=SYSTEM_PROMPT, file=None, line=None, need_reply=True):
     """One QA record -> {"messages": [...]}, or InputError naming the field.
 
     `answer` is required only when there are no answer_keywords; a blank answer falls back to them.
+    need_reply=False: a record with neither is a prompt (no assistant turn).
     """
     if record.get("question") is None:
         raise missing(record, "question", file, line, this="data_tools.qa")
     question = text_field(record, "question", file, line)
     keywords = _keywords(record, file, line)
-    answer = text_field(record, "answer", file, line, required=keywords is None)
+    answer = text_field(record, "answer", file, line, required=need_reply and keywords is None)
     if answer is None or not answer.strip():
-        answer = ", ".join(keywords)
-    return messages_record([(USER, question), (ASSISTANT, answer)], system, file, line)
+        answer = ", ".join(keywords) if keywords else None
+    reply = [(ASSISTANT, answer)] if answer is not None else []
+    return messages_record([(USER, question)] + reply, system, file, line, need_reply)
 
 
 def convert_file(src, dst, system=SYSTEM_PROMPT, force=False, skip_invalid=False):

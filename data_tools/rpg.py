@@ -18,14 +18,16 @@ SYSTEM_PROMPT = ("This is a task you must complete by returning only the output.
                  "Do not include explanations, code, or extra text\u2014only the result.")
 
 
-def to_messages(record, file=None, line=None):
-    """One RPG record -> {"messages": [...]}, or InputError naming the field."""
-    for key in ("task", "output"):
+def to_messages(record, file=None, line=None, need_reply=True):
+    """One RPG record -> {"messages": [...]}, or InputError naming the field; need_reply=False: the
+    output is optional (without it, a prompt)."""
+    for key in ("task", "output") if need_reply else ("task",):
         if record.get(key) is None:
             raise missing(record, key, file, line, this="data_tools.rpg")
     task = text_field(record, "task", file, line)
-    output = text_field(record, "output", file, line, numbers=True)
-    return messages_record([(USER, task), (ASSISTANT, output)], SYSTEM_PROMPT, file, line)
+    output = text_field(record, "output", file, line, required=need_reply, numbers=True)
+    reply = [(ASSISTANT, output)] if output is not None else []
+    return messages_record([(USER, task)] + reply, SYSTEM_PROMPT, file, line, need_reply)
 
 
 def convert_file(src, dst, force=False, skip_invalid=False):

@@ -26,8 +26,9 @@ def _pick(mapping, keys):
     return keys[0], None
 
 
-def to_messages(record, system=None, file=None, line=None):
-    """One ShareGPT record -> {"messages": [...]}, or InputError naming the field."""
+def to_messages(record, system=None, file=None, line=None, need_reply=True):
+    """One ShareGPT record -> {"messages": [...]}, or InputError naming the field; need_reply=False
+    also takes a prompt (ending on a user turn)."""
     key, turns = _pick(record, ("conversations", "messages"))
     if turns is None:
         raise missing(record, key, file, line, this="data_tools.sharegpt", list_keys=True)
@@ -45,7 +46,7 @@ def to_messages(record, system=None, file=None, line=None):
             raise invalid("bad content", f"expected a string, got {type(content).__name__}",
                           file, line, f"{key}[{i}].{content_key}")
         messages.append({"role": normalize_role(role, file, line, f"{key}[{i}].{role_key}"), "content": content})
-    check_messages(messages, file, line, key)
+    check_messages(messages, file, line, key, need_reply=need_reply)
     if system and messages[0]["role"] != SYSTEM:
         messages.insert(0, {"role": SYSTEM, "content": system})
     return {"messages": messages}

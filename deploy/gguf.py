@@ -1,14 +1,20 @@
-"""Export a merged Llama-family HF model (or a LoRA adapter) to GGUF with the `gguf` package.
+"""Export a merged HF model (or a Llama-family LoRA adapter) to GGUF.
 
-F32, F16, BF16 and Q8_0 are written here, one tensor in memory at a time; k-quants (Q4_K_M, ...)
-go through llama.cpp's own quantizer as exposed by llama-cpp-python. Tokenizers: SentencePiece
-(TinyLlama, from tokenizer.model or an SPM-style tokenizer.json), Llama-3 BPE and SmolLM2 BPE.
-Anything else gets a clear error instead of a broken file.
+Llama family (TinyLlama, Llama 3.x, SmolLM2): written here with the `gguf` package, one tensor in memory
+at a time, byte-identical to llama.cpp's convert_hf_to_gguf.py. Tokenizers: SentencePiece (TinyLlama,
+from tokenizer.model or an SPM-style tokenizer.json), Llama-3 BPE and SmolLM2 BPE; anything else gets a
+clear error instead of a broken file. Every other architecture (Qwen2, Phi-3, ...) goes through
+llama.cpp's own convert_hf_to_gguf.py from the llama-cpp-python sources set-up downloads.
+F32, F16, BF16 and Q8_0 are written directly; k-quants (Q4_K_M, ...) are made from the F16 file by
+llama.cpp's own quantizer as exposed by llama-cpp-python.
 """
 import argparse
+import glob
 import json
 import math
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +22,7 @@ import gguf
 import numpy as np
 import torch
 
+from common import CACHE
 from common.errors import InputError, cli
 from common.io import atomic_path, check_output
 from common.io import read_json
@@ -36,11 +43,19 @@ NUMPY = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F1
 
 # --- model and tokenizer metadata ---
 
-def model_config(model_dir):
+def architecture(config):
+    return (config.get("architectures") or ["?"])[0]
+
+
+def is_llama(config):
+    """Whether this module writes the model itself (else llama.cpp's convert_hf_to_gguf.py does)."""
+    return architecture(config) in ARCHITECTURES and config.get("model_type") == "llama"
+
+
+def model_config(model_dir, llama_only=True):
     config = read_json(Path(model_dir) / "config.json")
-    arch = (config.get("architectures") or ["?"])[0]
-    if arch not in ARCHITECTURES or config.get("model_type") != "llama":
-        raise InputError(f"architecture {arch} is not supported (Llama family only)",
+    if llama_only and not is_llama(config):
+        raise InputError(f"architecture {architecture(config)} is not supported (Llama family only)",
                          Path(model_dir) / "config.json", field="architectures")
     if config.get("quantization_config"):
         raise InputError("quantized HF weights cannot be exported; export the merged 16/32-bit model",
@@ -233,7 +248,9 @@ def export_model(model_dir, output, outtype="f16", force=False):
         return output
     if outtype not in FTYPES:
         raise InputError(f"unknown type {outtype}; choose from {', '.join([*FTYPES, *K_QUANTS])}")
-    config = model_config(model_dir)
+    config = model_config(model_dir, llama_only=False)
+    if not is_llama(config):
+        return convert_with_llama_cpp(model_dir, output, outtype, force)
     wanted, file_type = FTYPES[outtype]
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
     plan, sources = [], []
@@ -265,6 +282,35 @@ def export_model(model_dir, output, outtype="f16", force=False):
     with atomic_path(output, force) as tmp:
         write_streaming(tmp, "llama", lambda w: add_metadata(w, model_dir, config, file_type, tokenizer), plan, load)
     return output
+
+
+def convert_script():
+    """llama.cpp's convert_hf_to_gguf.py in the llama-cpp-python sources (scripts/setup.sh downloads them)."""
+    found = sorted(glob.glob(str(CACHE / "sdist" / "llama_cpp_python-*" / "vendor" / "llama.cpp" /
+                                 "convert_hf_to_gguf.py")))
+    if not found:
+        raise InputError("llama.cpp's convert_hf_to_gguf.py is missing: run scripts/setup.sh",
+                         CACHE / "sdist")
+    return Path(found[-1])
+
+
+def convert_with_llama_cpp(model_dir, output, outtype, force=False):
+    """Architectures other than Llama: llama.cpp's own converter, run as a subprocess with this Python
+    (it imports the gguf-py next to it, which matches its own code), written to a temporary file."""
+    script = convert_script()
+    config_path = Path(model_dir) / "config.json"
+    print(f"gguf: {architecture(read_json(config_path))} through {script}", file=sys.stderr)
+    with atomic_path(output, force) as tmp:
+        command = [sys.executable, str(script), str(model_dir), "--outtype", outtype, "--outfile", str(tmp)]
+        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "TQDM_DISABLE": "1"})
+        if proc.returncode != 0 or not tmp.is_file():
+            lines = [line for line in proc.stdout.splitlines() if line.strip()]
+            reason = next((line for line in reversed(lines) if "Error" in line or "error" in line),
+                          lines[-1] if lines else "no output")
+            raise InputError(f"llama.cpp's convert_hf_to_gguf.py failed (exit {proc.returncode}): {reason}",
+                             config_path, field="architectures")
+    return Path(output)
 
 
 def quantize(src, dst, qtype):

@@ -63,7 +63,7 @@ def _collate(messages):
 
 def render_template(template, messages, system=None, preset=()):
     """The prompt Ollama's /api/chat builds: `template` is a TEMPLATE text (Go template syntax) or a
-    family name (chatml, zephyr, llama3). A conversation ending with a user message gets the generation
+    family name (chatml, zephyr, llama3, phi3). A conversation ending with a user message gets the generation
     prompt; one ending with an assistant message is left open for Ollama to continue.
 
     `system` is the Modelfile SYSTEM (prepended when the request has no system message of its own),
@@ -125,6 +125,8 @@ FAMILIES = (
     Family("zephyr", "Zephyr", "<|{role}|>\n", "</s>\n", ("</s>", "<|user|>", "<|assistant|>", "<|system|>")),
     Family("llama3", "Llama 3", "<|start_header_id|>{role}<|end_header_id|>\n\n", "<|eot_id|>",
            ("<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>")),
+    Family("phi3", "Phi-3", "<|{role}|>\n", "<|end|>\n", ("<|end|>", "<|user|>", "<|assistant|>", "<|system|>",
+                                                         "<|endoftext|>")),
 )
 FAMILY_NAMES = {f.name: f for f in FAMILIES}
 

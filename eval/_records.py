@@ -1,112 +1,54 @@
-"""Turn the repo's record formats into chat messages for the eval helpers.
+"""Turn the repo's record formats into chat messages for the eval helpers, through the data_tools converters.
 
-Known records (one JSON object a line):
-- messages:   {"messages": [{"role", "content"}, ...]}
-- ShareGPT:   {"conversations": [{"from": "system"|"human"|"gpt", "value"}, ...]}
-- QA:         {"question", "answer", "answer_keywords"}   (system prompt: QA_SYSTEM)
-- RPG task:   {"task", "output"}                            (system prompt: RPG_SYSTEM)
+Known records (one JSON object a line), checked as the converters check them:
+- messages / ShareGPT: {"messages" | "conversations": [{"role" | "from", "content" | "value"}, ...]}
+- QA:         {"question", "answer", "answer_keywords"}   (data_tools.qa's system prompt)
+- RPG task:   {"task", "output"}                            (data_tools.rpg's system prompt)
 - Alpaca:     {"instruction", "input", "output"}
-- prompt:     {"prompt", optional "reference", "system"}
+- prompt:     {"prompt", optional "reference", "system"}   (eval only)
+The reply (assistant turn) is optional: without it, a record is a prompt.
 """
 from common.errors import InputError
 from common.io import read_jsonl
-
-DEFAULT_QA_SYSTEM = "Answer the question briefly, using the key terms."
-DEFAULT_RPG_SYSTEM = ("This is a task you must complete by returning only the output. "
-                      "Do not include explanations, code, or extra text\u2014only the result.")
-SYSTEM_NAMES = ("SYSTEM_PROMPT", "SYSTEM", "DEFAULT_SYSTEM", "QA_SYSTEM", "DEFAULT_QA_SYSTEM")
+from data_tools import alpaca, qa, rpg, sharegpt
+from data_tools._chat import ASSISTANT, USER, messages_record, text_field
 
 
-def converter_system(module, default):
-    """The system prompt a data_tools converter trains with, so evaluation prompts match training ones;
-    `default` (kept identical to it) when the converter is not there."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"data_tools.{module}")
-    except ImportError:
-        return default
-    for name in SYSTEM_NAMES:
-        value = getattr(mod, name, None)
-        if isinstance(value, str):
-            return value
-    return default
+def _sharegpt(record, file, line):
+    return sharegpt.to_messages(record, None, file, line, need_reply=False)
 
 
-QA_SYSTEM = converter_system("qa", DEFAULT_QA_SYSTEM)
-RPG_SYSTEM = converter_system("rpg", DEFAULT_RPG_SYSTEM)
-
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
-                  "assistant": "assistant", "model": "assistant", "bot": "assistant"}
+def _qa(record, file, line):
+    return qa.to_messages(record, qa.SYSTEM_PROMPT, file, line, need_reply=False)
 
 
-def _check_messages(messages, file, line, field="messages"):
-    if not isinstance(messages, list) or not messages:
-        raise InputError("expected a non-empty list of messages", file, line, field)
-    for n, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
-                or not isinstance(m.get("content"), str):
-            raise InputError("each message needs a role (system/user/assistant) and string content",
-                             file, line, f"{field}[{n}]")
-        if m["role"] == "system" and n != 0:
-            raise InputError("a system message may only come first", file, line, f"{field}[{n}]")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+def _rpg(record, file, line):
+    return rpg.to_messages(record, file, line, need_reply=False)
 
 
-def _sharegpt(turns, file, line):
-    if not isinstance(turns, list):
-        raise InputError("expected a list of turns", file, line, "conversations")
-    messages = []
-    for n, t in enumerate(turns):
-        role = SHAREGPT_ROLES.get(str(t.get("from", "")).lower()) if isinstance(t, dict) else None
-        if role is None or not isinstance(t.get("value"), str):
-            raise InputError("each turn needs 'from' (system/human/gpt) and a string 'value'",
-                             file, line, f"conversations[{n}]")
-        messages.append({"role": role, "content": t["value"]})
-    return _check_messages(messages, file, line, "conversations")
+def _alpaca(record, file, line):
+    return alpaca.to_messages(record, None, file, line, need_reply=False)
 
 
-def _text(record, key, file, line):
-    value = record.get(key)
-    if not isinstance(value, str):
-        raise InputError("expected a string", file, line, key)
-    return value
+def _prompt(record, file, line):
+    """{"prompt", optional "reference", "system"} -> messages."""
+    turns = [(USER, text_field(record, "prompt", file, line))]
+    if isinstance(record.get("reference"), str):
+        turns.append((ASSISTANT, record["reference"]))
+    system = record.get("system") if isinstance(record.get("system"), str) else None
+    return messages_record(turns, system, file, line, need_reply=False)
+
+
+# the key that marks a format -> record to {"messages": [...]}, tried in this order
+CONVERTERS = (("messages", _sharegpt), ("conversations", _sharegpt), ("question", _qa), ("task", _rpg),
+              ("instruction", _alpaca), ("prompt", _prompt))
 
 
 def to_messages(record, file=None, line=None):
     """The full conversation of a record (ending on the reference reply where there is one)."""
-    if "messages" in record:
-        return _check_messages(record["messages"], file, line)
-    if "conversations" in record:
-        return _sharegpt(record["conversations"], file, line)
-    if "question" in record:
-        messages = [{"role": "system", "content": QA_SYSTEM},
-                    {"role": "user", "content": _text(record, "question", file, line)}]
-        if "answer" in record:
-            messages.append({"role": "assistant", "content": _text(record, "answer", file, line)})
-        return messages
-    if "task" in record:
-        messages = [{"role": "system", "content": RPG_SYSTEM},
-                    {"role": "user", "content": _text(record, "task", file, line)}]
-        if "output" in record:
-            messages.append({"role": "assistant", "content": _text(record, "output", file, line)})
-        return messages
-    if "instruction" in record:
-        user = _text(record, "instruction", file, line)
-        extra = record.get("input")
-        if extra is not None and _text(record, "input", file, line).strip():  # as data_tools.alpaca does
-            user += "\n\n" + extra
-        messages = [{"role": "user", "content": user}]
-        if "output" in record:
-            messages.append({"role": "assistant", "content": _text(record, "output", file, line)})
-        return messages
-    if "prompt" in record:
-        messages = [{"role": "user", "content": _text(record, "prompt", file, line)}]
-        if isinstance(record.get("system"), str):
-            messages.insert(0, {"role": "system", "content": record["system"]})
-        if isinstance(record.get("reference"), str):
-            messages.append({"role": "assistant", "content": record["reference"]})
-        return messages
+    for key, convert in CONVERTERS:
+        if key in record:
+            return convert(record, file, line)["messages"]
     raise InputError("unknown record: expected messages, conversations, question, task, instruction or prompt",
                      file, line)
 

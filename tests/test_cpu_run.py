@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from common import ROOT, quiet
-from common.errors import InputError
+from common.errors import InputError, StepError
 from scripts import cpu_run
 
 GPU_RECIPE = {
@@ -124,6 +124,18 @@ def test_data_with_unmapped_roles_stops_before_training(tmp_path, capsys):
                             "field 'datasets[0].roles': role 'user' in "), error
     assert "chats.jsonl:2 is not mapped" in error and "stopped before training" in error
     assert not (out / "train.log").exists() and not (out / "debug.log").exists()
+
+
+def test_a_failed_training_run_raises_and_the_cli_exits_1(tmp_path, monkeypatch, capsys):
+    """run_recipe raises StepError (a library function, not SystemExit); the CLI prints it and exits 1."""
+    monkeypatch.setattr(cpu_run, "train", lambda config, log: 3)  # Axolotl not started: its exit status
+    recipe, out = "recipes/llama3-character-chat/lora-135m.yml", tmp_path / "run"
+    with pytest.raises(StepError, match=f"cpu_run: axolotl exited with 3; see {out / 'train.log'}"):
+        cpu_run.run_recipe(recipe, max_steps=1, output_dir=out, validate=False)
+    with pytest.raises(SystemExit) as stop:
+        cpu_run.main([recipe, "--output-dir", str(out), "--max-steps", "1", "--force"])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"cpu_run: axolotl exited with 3; see {out / 'train.log'}"
 
 
 def test_quickstart_checks_its_validation_data_too(tmp_path):

@@ -122,6 +122,22 @@ def test_mixed_formats_jsonl_then_array(tmp_path, capsys):
     assert "kept 1 of 2" in capsys.readouterr().err
 
 
+def test_read_jsonl_is_the_converters_reader(tmp_path):
+    """common.io.read_jsonl (recipes, eval) reads as the converters do: a BOM accepted, errors name file:line."""
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + json.dumps(ALPACA[0]).encode() + b"\n\n" + json.dumps(ALPACA[1]).encode() + b"\n")
+    assert list(common.io.read_jsonl(src)) == [(1, ALPACA[0]), (3, ALPACA[1])]
+    assert list(common.io.read_jsonl(src)) == list(_formats.read_records(src))
+    for n, (line, message) in enumerate(((b'{"a": 1,}', "invalid JSON: Expecting property name enclosed in double "
+                                          "quotes (column 9)"), (b"[1]", "expected a JSON object, got list"),
+                                         (b'{"a": "\xff"}', "invalid UTF-8 at byte 7"))):
+        bad = tmp_path / f"bad{n}.jsonl"
+        bad.write_bytes(b'{"a": 1}\n' + line + b"\n")
+        with pytest.raises(InputError) as info:
+            list(common.io.read_jsonl(bad))
+        assert str(info.value) == f"{bad}:2: {message}"
+
+
 def test_csv_row_of_the_wrong_width_is_an_error_or_counted(tmp_path, capsys):
     src = tmp_path / "a.csv"
     src.write_text("instruction,output\nhi,hello\nx,y,z\nbye,ciao\n")

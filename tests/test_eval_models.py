@@ -13,9 +13,10 @@ import pytest
 
 from common import ROOT
 from common.errors import InputError
+from data_tools.qa import SYSTEM_PROMPT as QA_SYSTEM
+from data_tools.rpg import SYSTEM_PROMPT as RPG_SYSTEM
 from eval import _models, batch, perplexity, redteam, task
-from eval._records import (DEFAULT_QA_SYSTEM, DEFAULT_RPG_SYSTEM, QA_SYSTEM, RPG_SYSTEM, converter_system,
-                           read_records, to_messages)
+from eval._records import read_records, to_messages
 
 QA = ROOT / "recipes/tinyllama-qa/data/qa_heldout.jsonl"
 RPG = ROOT / "recipes/tinyllama-rpg/data/rpg_heldout.jsonl"
@@ -62,13 +63,10 @@ def smollm2_gguf():
 
 # ---------------------------------------------------------------- loading and generation
 
-def test_system_prompts_match_the_converters():
-    assert DEFAULT_QA_SYSTEM == "Answer the question briefly, using the key terms."
-    assert DEFAULT_RPG_SYSTEM == ("This is a task you must complete by returning only the output. "
-                                  "Do not include explanations, code, or extra text\u2014only the result.")
-    for module, default, used in (("qa", DEFAULT_QA_SYSTEM, QA_SYSTEM), ("rpg", DEFAULT_RPG_SYSTEM, RPG_SYSTEM)):
-        if importlib.util.find_spec(f"data_tools.{module}") is not None:
-            assert converter_system(module, None) == default == used
+def test_eval_prompts_use_the_converters_system_prompts():
+    assert QA_SYSTEM == "Answer the question briefly, using the key terms."
+    assert RPG_SYSTEM == ("This is a task you must complete by returning only the output. "
+                          "Do not include explanations, code, or extra text\u2014only the result.")
     assert to_messages(records(QA, 1)[0])[0] == {"role": "system", "content": QA_SYSTEM}
     assert to_messages(records(RPG, 1)[0])[0] == {"role": "system", "content": RPG_SYSTEM}
 

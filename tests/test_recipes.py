@@ -81,7 +81,7 @@ def runs(tmp_path_factory):
         out = base / Path(recipe).parent.name / Path(recipe).stem
         try:
             return cpu_run.run_recipe(ROOT / recipe, max_steps=2, output_dir=out)
-        except BaseException as err:  # run_recipe raises SystemExit naming the log
+        except BaseException as err:  # run_recipe raises StepError naming the log
             return err
 
     with ThreadPoolExecutor(max_workers=2) as pool:
