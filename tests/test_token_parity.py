@@ -199,7 +199,9 @@ def vllm_prompt_ids(base_url, model, messages):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(RECIPES))
+# SmolLM2's served path is checked on tests/test_use_cases.py's server (the embedded model itself, with
+# the five adapters), which saves a server start of its own (about 90 s)
+@pytest.mark.parametrize("name", ["tinyllama", "llama31"])
 def test_vllm_chat_endpoint_feeds_the_trained_prefix(name, paths, tmp_path):
     from deploy import vllm
     from deploy.vllm_server import Server, free_port, vllm_python

@@ -66,3 +66,15 @@ def test_every_adapter_keeps_the_base_perplexity_on_general_questions(smollm2, u
         ppl[name] = heldout_loss(generator.model, generator.tok, records)["ppl"]
     worse = {name: round(p / ppl["base"] - 1, 3) for name, p in ppl.items() if p > 1.10 * ppl["base"]}
     assert not worse, (worse, ppl)
+
+
+def test_served_base_model_is_fed_the_prefix_axolotl_trains(server, tmp_path):
+    """Token parity on the server users call (tests/test_token_parity.py has the other paths and models):
+    vLLM's chat prompt for the embedded model is exactly the prefix Axolotl trains before the last reply."""
+    from tests.test_token_parity import (CONVERSATIONS, RECIPES, axolotl_tokenized, last_reply_start, prompts,
+                                         vllm_prompt_ids)
+
+    _, trained = axolotl_tokenized(RECIPES["smollm2"], tmp_path)
+    for i, conversation in enumerate(CONVERSATIONS):
+        want = trained[i]["input_ids"][:last_reply_start(trained[i])]
+        assert vllm_prompt_ids(server.base_url, "base", prompts(conversation)) == want, f"conversation {i}"
