@@ -43,6 +43,16 @@ def _derive(args, pairs):
     return out
 
 
+def _pop(args, flag, default):
+    """The value of `flag VALUE` taken out of args (a list), else default."""
+    if flag in args[:-1]:
+        i = args.index(flag)
+        value = args[i + 1]
+        del args[i:i + 2]
+        return value
+    return default
+
+
 def _outtype(args, default="f16"):
     for i, a in enumerate(args):
         if a == "--outtype" and i + 1 < len(args):
@@ -65,11 +75,7 @@ def merge_argv(run, args=()):
 def gguf_argv(run, args=()):
     """python -m deploy.gguf's arguments: the merged dir (or --model DIR) to <run>/model-<outtype>.gguf."""
     args = list(args)
-    model = run.merged_dir
-    if "--model" in args:
-        i = args.index("--model")
-        model = args[i + 1]
-        del args[i:i + 2]
+    model = _pop(args, "--model", run.merged_dir)
     return [str(model)] + _derive(args, [(("-o", "--output"), run.gguf_path(_outtype(args)))]) + args
 
 
@@ -121,11 +127,7 @@ def eval_argv(run, kind, args=()):
 def hub_argv(run, args=()):
     """python -m deploy.hub upload's arguments: the adapter (or --path: merged dir, .gguf) with the recipe."""
     args = list(args)
-    path = run.adapter_dir
-    if "--path" in args:
-        i = args.index("--path")
-        path = args[i + 1]
-        del args[i:i + 2]
+    path = _pop(args, "--path", run.adapter_dir)
     return ["upload", str(path)] + _derive(args, [("--recipe", run.path)]) + args
 
 

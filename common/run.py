@@ -47,6 +47,16 @@ def key_lines(text):
     return lines
 
 
+def line_of(lines, key):
+    """Line of a key in key_lines' map, else of its closest parent (datasets[0].roles -> datasets[0])."""
+    probe = key
+    while probe:
+        if probe in lines:
+            return lines[probe]
+        probe = probe.rpartition(".")[0] or (probe.rpartition("[")[0] if "[" in probe else "")
+    return None
+
+
 def parse_yaml(text, path):
     """yaml.safe_load of a file's text; invalid YAML raises InputError naming the file and line."""
     import yaml
@@ -97,13 +107,7 @@ class Run:
         return run
 
     def line(self, key):
-        """Line of a key, else of its closest parent (datasets[0].roles -> datasets[0])."""
-        probe = key
-        while probe:
-            if probe in self.lines:
-                return self.lines[probe]
-            probe = probe.rpartition(".")[0] or (probe.rpartition("[")[0] if "[" in probe else "")
-        return None
+        return line_of(self.lines, key)
 
     def error(self, key, message):
         """An InputError naming the recipe, the key's line and the key."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common import offline_defaults
 from common.errors import InputError
-from common.run import Run
+from common.run import Run, line_of
 
 
 @dataclass
@@ -31,13 +31,7 @@ class Checker:
         self.recipe, self.report, self.lines = recipe, report, lines
 
     def _line(self, key):
-        """Line of the key, else of its closest parent (datasets[0].roles -> datasets[0])."""
-        probe = key
-        while probe:
-            if probe in self.lines:
-                return self.lines[probe]
-            probe = probe.rpartition(".")[0] or (probe.rpartition("[")[0] if "[" in probe else "")
-        return None
+        return line_of(self.lines, key)
 
     def error(self, key, message):
         self.report.errors.append(InputError(message, self.recipe, self._line(key), key))
