@@ -24,7 +24,8 @@ def main(module, default_out, write, argv=None):
     """The generators' shared command line: --out DIR, --force; prints each file written."""
     parser = argparse.ArgumentParser(prog=f"python -m {module.__name__}", description=module.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(default_out))
+    parser.add_argument("--out", default=str(default_out) if default_out else None,
+                        help="folder to write to" + ("" if default_out else " (default: the module's own folders)"))
     parser.add_argument("--force", action="store_true", help="replace existing files")
     args = parser.parse_args(argv)
     for path in write(args.out, args.force).values():

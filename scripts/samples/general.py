@@ -16,7 +16,6 @@ model writes the same file; a reply that does not end within MAX_NEW_TOKENS is d
 
   python -m scripts.samples.general [--out DIR] [--force]   (DIR: one folder instead of both)
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from common import ROOT, offline_defaults
 from common.errors import cli
 from common.io import check_output, write_jsonl
 from common.models import EMBEDDED, local_model
+from scripts import samples
 
 FOLDERS = [ROOT / "recipes" / "tinyllama-rpg" / "data", ROOT / "recipes" / "tinyllama-discord-persona" / "data"]
 NAME = "general.messages.jsonl"
@@ -121,8 +121,9 @@ def replies(prompts, model_dir=None):
     return kept, dropped
 
 
-def write(folders=FOLDERS, force=False):
-    paths = [check_output(Path(folder) / NAME, force) for folder in folders]
+def write(out_dir=None, force=False):
+    """Write the replay file into out_dir, else into every folder of FOLDERS; {name: path}."""
+    paths = [check_output(Path(folder) / NAME, force) for folder in ([out_dir] if out_dir else FOLDERS)]
     offline_defaults()
     kept, dropped = replies(prompts())
     rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": r}]} for p, r in kept]
@@ -130,18 +131,12 @@ def write(folders=FOLDERS, force=False):
         write_jsonl(path, rows, force=force)
     print(f"{len(rows)} replies kept; {len(dropped)} dropped (not finished within {MAX_NEW_TOKENS} tokens)"
           + (": " + "; ".join(dropped) if dropped else ""))
-    return paths
+    return {str(path): path for path in paths}
 
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m scripts.samples.general", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="one folder to write to (default: the rpg and persona data folders)")
-    parser.add_argument("--force", action="store_true", help="replace existing files")
-    args = parser.parse_args(argv)
-    for path in write([args.out] if args.out else FOLDERS, args.force):
-        print(path)
+    samples.main(sys.modules[__name__], None, write, argv)
 
 
 if __name__ == "__main__":
