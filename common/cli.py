@@ -5,7 +5,7 @@
   recipe merge RECIPE                    recipe gguf RECIPE --outtype q8_0
   recipe ollama RECIPE                   recipe vllm check|serve|serve-command RECIPE
   recipe eval KIND RECIPE ...            recipe hub upload RECIPE --repo-id user/name
-  recipe cp RECIPE DEST
+  recipe cp RECIPE DEST                  recipe gpu-check RECIPE [--steps 20] [--random-weights]
 
 Each subcommand runs the repo's own module (`recipe merge` is `python -m deploy.merge`, and so on)
 with the paths the recipe gives (common.run.Run): base model, adapter (output_dir), merged model
@@ -149,6 +149,7 @@ def train(run, args=()):
 STAGES = {  # subcommand -> (module, what the recipe gives it)
     "check": ("scripts.check_recipes", "the recipe files to check"),
     "memory": ("scripts.memory", "the recipe"),
+    "gpu-check": ("scripts.gpu_check", "the recipe"),
     "train": ("scripts.cpu_run", "--cpu: python -m scripts.cpu_run RECIPE; else accelerate launch -m "
               "axolotl.cli.train RECIPE (extra arguments go to it)"),
     "merge": ("deploy.merge", "--base (base_model's local dir), --adapter (output_dir), -o (<run>/merged)"),
@@ -191,6 +192,7 @@ def _parser():
 
     add("check", "check recipes offline (scripts.check_recipes)", recipe=False).add_argument("recipes", nargs="*")
     add("memory", "estimate GPU memory (scripts.memory)")
+    add("gpu-check", "run a few measured training steps on this GPU (scripts.gpu_check)")
     add("convert", "convert data to messages JSONL (data_tools.<kind>)", CONVERTERS, recipe=False)
     add("train", "train the recipe (--cpu: on this machine)")
     add("merge", "merge the adapter into the base (deploy.merge)")
@@ -241,6 +243,8 @@ def main(argv=None):
     run = Run.load(args.recipe, cpu=args.cpu)
     if command == "memory":
         return importlib.import_module(module).main([str(run.path)] + rest)
+    if command == "gpu-check":
+        return importlib.import_module(module).main([str(run.path)] + ["--cpu"] * args.cpu + rest)
     if command == "train":
         return train(run, rest)
     argv = {"merge": lambda: merge_argv(run, rest), "gguf": lambda: gguf_argv(run, rest),

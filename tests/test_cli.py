@@ -104,7 +104,8 @@ def test_parse_errors_name_file_and_line(tmp_path, capsys):
 HELP = [(["check"], "scripts.check_recipes"), (["memory"], "scripts.memory"), (["convert", "qa"], "data_tools.qa"),
         (["train"], "scripts.cpu_run"), (["merge"], "deploy.merge"), (["gguf"], "deploy.gguf"),
         (["ollama"], "deploy.ollama"), (["vllm"], "deploy.vllm"), (["eval", "task"], "eval.task"),
-        (["eval", "curves"], "eval.curves"), (["hub"], "deploy.hub")]
+        (["eval", "curves"], "eval.curves"), (["hub"], "deploy.hub"),
+        (["gpu-check"], "scripts.gpu_check")]
 
 
 @pytest.mark.parametrize("words,module", HELP, ids=[" ".join(w) for w, _ in HELP])

@@ -1,0 +1,83 @@
+"""Per-step measurements of an Axolotl run, for scripts.gpu_check: an Axolotl plugin whose callback
+writes one JSON line per optimizer step to <output_dir>/step_metrics.jsonl (rank 0):
+
+  seconds      wall time of the step (CUDA synchronized at both ends)
+  tokens       real tokens the model was fed in the step (attention_mask != 0), over all micro batches
+  slots        token positions fed (input_ids.numel()): tokens / slots is the packing efficiency
+  rows         sequences (rows of input_ids) fed
+  peak_allocated_gib / peak_reserved_gib   torch.cuda's peaks since training began (GPU only)
+  device_used_gib   total - free memory of the device at the step's end, what nvidia-smi shows
+  rss_gib      peak resident memory of the process (CPU runs)
+  trainer_tokens_seen   the Trainer's own count of token positions so far (include_tokens_per_second)
+"""
+import json
+import resource
+import time
+from pathlib import Path
+
+import torch
+from axolotl.integrations.base import BasePlugin
+from transformers import TrainerCallback
+
+GIB = 1024 ** 3
+FILE = "step_metrics.jsonl"
+
+
+class StepMetrics(TrainerCallback):
+    def __init__(self, path):
+        self.path = Path(path)
+        self.tokens = self.slots = self.rows = 0
+        self.start = None
+        self.cuda = torch.cuda.is_available()
+
+    def _count(self, module, args, kwargs):
+        if not module.training:
+            return
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            return
+        mask = kwargs.get("attention_mask")
+        self.tokens += int((mask != 0).sum()) if mask is not None and mask.shape == ids.shape else ids.numel()
+        self.slots += ids.numel()
+        self.rows += ids.shape[0] if ids.dim() > 1 else 1
+
+    def _sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            model.register_forward_pre_hook(self._count, with_kwargs=True)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        if state.is_world_process_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("", encoding="utf-8")
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._sync()
+        self.tokens = self.slots = self.rows = 0
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._sync()
+        if self.start is None or not state.is_world_process_zero:
+            return
+        row = {"step": state.global_step, "seconds": round(time.perf_counter() - self.start, 6),
+               "tokens": self.tokens, "slots": self.slots, "rows": self.rows,
+               "rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 3),
+               "trainer_tokens_seen": int(getattr(state, "num_input_tokens_seen", 0) or 0)}
+        if self.cuda:
+            free, total = torch.cuda.mem_get_info()
+            row.update(peak_allocated_gib=round(torch.cuda.max_memory_allocated() / GIB, 3),
+                       peak_reserved_gib=round(torch.cuda.max_memory_reserved() / GIB, 3),
+                       device_used_gib=round((total - free) / GIB, 3))
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+class Metrics(BasePlugin):
+    """Axolotl plugin: StepMetrics on the trainer, writing to the run's output_dir."""
+
+    def add_callbacks_post_trainer(self, cfg, trainer):
+        return [StepMetrics(Path(cfg.output_dir) / FILE)]

@@ -1,0 +1,128 @@
+"""scripts.gpu_check: the real-shape model, the GPU config Axolotl accepts, the report's arithmetic, and
+the CPU smoke run through the real launcher."""
+import copy
+import json
+
+import pytest
+
+from common import ROOT
+from common.run import Run
+from scripts import gpu_check, memory
+from scripts.check_recipes import GPU_CAPABILITIES
+
+GPU_RECIPES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").glob("*/*.yml")
+                     if "135m" not in p.name)
+
+
+@pytest.mark.parametrize("hub_id,params", [("TinyLlama/TinyLlama-1.1B-Chat-v1.0", 1_100_048_384),
+                                           ("meta-llama/Llama-3.1-8B-Instruct", 8_030_261_248)])
+def test_random_weights_model_has_the_real_parameter_count(hub_id, params):
+    """transformers builds the twin's config (on the meta device) with the parameter count the model
+    cards give; --layers keeps that many decoder layers."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    def count(config):
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+        return sum(p.numel() for p in model.parameters())
+
+    config, local = gpu_check.twin_config(hub_id)
+    assert count(config) == params == memory.arch_for(hub_id).params()
+    assert (local / "tokenizer_config.json").exists()
+    short, _ = gpu_check.twin_config(hub_id, layers=2)
+    arch = memory.arch_for(hub_id)
+    per_layer = (arch.linear_params() + 2 * arch.layers * arch.hidden) // arch.layers
+    assert count(config) - count(short) == (arch.layers - 2) * per_layer
+
+
+def test_random_weights_refuses_an_unknown_shape():
+    with pytest.raises(Exception, match="knows the shapes of"):
+        gpu_check.twin_config("Qwen/Qwen2.5-0.5B-Instruct")
+
+
+@pytest.mark.parametrize("recipe", GPU_RECIPES)
+def test_gpu_check_config_is_valid_for_axolotl_on_an_h100(recipe, tmp_path):
+    """The config gpu_check launches passes Axolotl's own validation with an H100's capabilities and
+    keeps the recipe's training settings; only steps, evaluation, saving and logging change."""
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    run = Run.load(ROOT / recipe)
+    cfg = gpu_check.check_config(run, 7, tmp_path)
+    caps = {**GPU_CAPABILITIES, "n_gpu": 4 if cfg.get("deepspeed") or cfg.get("fsdp_config") else 1}
+    valid = validate_config(DictDefault(copy.deepcopy(cfg)), capabilities=caps,
+                            env_capabilities={"torch_version": "2.8.0"})
+    assert valid.max_steps == 7 and valid.save_strategy == "no" and not valid.test_datasets
+    assert gpu_check.METRICS_PLUGIN in valid.plugins
+    for key in ("base_model", "micro_batch_size", "gradient_accumulation_steps", "sequence_len",
+                "sample_packing", "adapter", "lora_r", "bf16", "load_in_4bit", "gradient_checkpointing"):
+        assert cfg.get(key) == run.cfg.get(key), key
+
+
+def rows(n, seconds=2.0, tokens=1000, slots=1024, rows_=2, **gpu):
+    return [{"step": i + 1, "seconds": seconds * (5 if i == 0 else 1), "tokens": tokens, "slots": slots,
+             "rows": rows_, "rss_gib": 3.0, **gpu} for i in range(n)]
+
+
+def test_summary_leaves_out_warmup_and_computes_mfu():
+    cfg = Run.load(ROOT / "recipes/llama3-character-chat/lora-8b.yml").cfg
+    gpu = {"peak_allocated_gib": 20.0, "peak_reserved_gib": 22.0, "device_used_gib": 23.0}
+    report = gpu_check.summarize(rows(6, **gpu), cfg, warmup=1, device="NVIDIA H100 80GB HBM3")
+    assert report["measured_steps"] == 5 and report["seconds_per_step"] == 2.0
+    assert report["tokens_per_s"] == 500.0 and report["packing_efficiency"] == pytest.approx(1000 / 1024, abs=1e-4)
+    arch, est = memory.LLAMA31_8B, memory.estimate(cfg)
+    flops = 4 * (arch.linear_params() + arch.vocab * arch.hidden) + 6 * est["trainable_params"] \
+        + 12 * arch.layers * arch.q_dim * 500  # 1000 tokens over 2 rows
+    assert report["flops_per_token"] == round(flops)
+    assert report["mfu"] == pytest.approx(flops * 500 / 989.4e12, abs=1e-4)
+    assert report["estimate_over_measured"] == pytest.approx(est["total_gib"] / 23.0, abs=1e-3)
+
+
+def test_peak_flops_by_card_name():
+    assert gpu_check.peak_tflops("NVIDIA H200") == 989.4
+    assert gpu_check.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu_check.peak_tflops("NVIDIA A10G") == 70.0 and gpu_check.peak_tflops("NVIDIA A10") == 125.0
+    assert gpu_check.peak_tflops("NVIDIA L4") == 121.0 and gpu_check.peak_tflops("NVIDIA L40S") == 362.05
+    assert gpu_check.peak_tflops("some cpu") is None
+
+
+@pytest.mark.slow
+def test_cpu_smoke_run_through_the_real_launcher(tmp_path, capsys):
+    """`recipe gpu-check RECIPE --cpu`: 3 real Axolotl steps; the token positions our hook counts equal the
+    Trainer's own count, the report is written as JSON and Markdown, and a second run needs --force."""
+    from common import cli
+
+    out = tmp_path / "check"
+    argv = ["gpu-check", "recipes/tinyllama-qa/lora-1.1b.yml", "--cpu", "--steps", "3", "--warmup", "1",
+            "--out", str(out)]
+    assert cli.main(argv) == 0
+    report = json.loads((out / "gpu_check.json").read_text())
+    steps = [json.loads(line) for line in (out / "run" / "step_metrics.jsonl").read_text().splitlines()]
+    assert report["steps"] == len(steps) == 3 and report["measured_steps"] == 2
+    assert sum(s["slots"] for s in steps) == steps[-1]["trainer_tokens_seen"] > 0
+    assert all(0 < s["tokens"] <= s["slots"] for s in steps)
+    assert 0 < report["packing_efficiency"] <= 1 and report["tokens_per_s"] > 0 and report["mfu"] is None
+    assert "| tokens_per_s |" in (out / "gpu_check.md").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2 and "--force" in capsys.readouterr().err
+
+
+def test_random_weights_model_loads_with_its_stand_ins_tokenizer(tmp_path, monkeypatch):
+    """build_twin writes a model transformers loads at the real width (one layer here) with the
+    stand-in's tokenizer and chat template, and reuses it on the next call."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from common.models import stand_in_for
+
+    hub_id = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+    monkeypatch.setattr(gpu_check, "CACHE", tmp_path)
+    out = gpu_check.build_twin(hub_id, layers=1)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.hidden_size == memory.TINYLLAMA_1B.hidden and model.config.num_hidden_layers == 1
+    assert model.dtype.is_floating_point and str(model.dtype) == "torch.bfloat16"
+    ours, stand_in = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(stand_in_for(hub_id))
+    assert ours.chat_template == stand_in.chat_template and ours("Hello there").input_ids == \
+        stand_in("Hello there").input_ids
+    assert gpu_check.build_twin(hub_id, layers=1) == out and not list(tmp_path.glob("**/*.tmp"))
