@@ -2,8 +2,10 @@
 
 The chat template family is found by rendering probe conversations with the HF tokenizer's own
 template (tokenizer.apply_chat_template) and comparing them with what Ollama would build from
-each known family's Go TEMPLATE: ChatML (SmolLM2, Qwen), Zephyr (TinyLlama-Chat) and Llama 3
-(3.0 and 3.1, including 3.1's fixed "Cutting Knowledge Date" system preamble). A family is only
+each known family's Go TEMPLATE: ChatML (SmolLM2, Qwen), Zephyr (TinyLlama-Chat), Phi-3 and Llama 3
+(3.0 and 3.1, including 3.1's fixed "Cutting Knowledge Date" system preamble). The comparison uses
+the TEMPLATE's meaning written in Python (ChatTemplate.render: no Go needed here); the tests execute
+the TEMPLATE text itself with Go's text/template and check it renders the same. A family is only
 accepted when every probe renders identically; otherwise the tool stops with an error instead
 of guessing. A template's default system prompt (SmolLM2's) becomes the Modelfile's SYSTEM.
 
@@ -42,54 +44,33 @@ from pathlib import Path
 from common import offline_defaults
 from common.errors import InputError, cli
 from common.io import atomic_open, check_output, read_json
-from deploy import _gotemplate
 from deploy._modelfile import (LIST_PARAMS, check_text, parse_modelfile, parse_param, path_value,
                               quote, unquote)
 
-# --- what Ollama does with a chat request: the prompt it builds from TEMPLATE ---
+# --- what Ollama does with a chat request ---
 
-def _collate(messages):
-    """Ollama's template.collate: merge consecutive same-role messages; join all system texts."""
-    system, out = [], []
+def chat_messages(messages, system=None, preset=()):
+    """The messages Ollama's /api/chat hands to the TEMPLATE (server/routes.go): the Modelfile's MESSAGE
+    history, then the request's, with the Modelfile's SYSTEM first when the request has no system message."""
+    msgs = [dict(m) for m in preset] + [dict(m) for m in messages]
+    if messages and messages[0]["role"] != "system" and system:
+        msgs = [{"role": "system", "content": system}] + msgs
+    return msgs
+
+
+def collate(messages):
+    """Ollama's template.collate: consecutive messages of one role (but tool) merged with a blank line."""
+    out = []
     for m in messages:
-        if m["role"] == "system":
-            system.append(m["content"])
         if out and out[-1]["role"] == m["role"] and m["role"] != "tool":
             out[-1] = {**out[-1], "content": out[-1]["content"] + "\n\n" + m["content"]}
         else:
             out.append(dict(m))
-    return "\n\n".join(system), out
+    return out
 
 
-def render_template(template, messages, system=None, preset=()):
-    """The prompt Ollama's /api/chat builds: `template` is a TEMPLATE text (Go template syntax) or a
-    family name (chatml, zephyr, llama3, phi3). A conversation ending with a user message gets the generation
-    prompt; one ending with an assistant message is left open for Ollama to continue.
-
-    `system` is the Modelfile SYSTEM (prepended when the request has no system message of its own),
-    `preset` the Modelfile MESSAGE history. Only templates that iterate .Messages are supported.
-    """
-    if template in FAMILY_NAMES:
-        template = go_template(template)
-    if not messages:
-        raise ValueError("no messages")
-    if ".Messages" not in template:
-        raise ValueError("only TEMPLATEs that range over .Messages are rendered here")
-    msgs = [dict(m) for m in preset] + [dict(m) for m in messages]
-    if messages[0]["role"] != "system" and system:
-        msgs = [{"role": "system", "content": system}] + msgs
-    joined, collated = _collate(msgs)
-    data = {
-        "System": joined,
-        "Messages": [{"Role": m["role"], "Content": m["content"], "Thinking": "", "Images": [],
-                      "ToolCalls": [], "ToolName": "", "ToolCallID": ""} for m in collated],
-        "Tools": [], "Response": "", "Think": False, "ThinkLevel": "", "IsThinkSet": False,
-    }
-    return _gotemplate.render(template, data)
-
-
-def render_modelfile(modelfile_text, messages):
-    """Parse a Modelfile as Ollama does and render `messages` with its TEMPLATE, SYSTEM and MESSAGEs."""
+def modelfile_chat(modelfile_text, messages):
+    """(TEMPLATE text, the messages Ollama hands to it) for a chat request to a model made from the Modelfile."""
     commands = parse_modelfile(modelfile_text)
     template = system = None
     preset = []
@@ -103,7 +84,7 @@ def render_modelfile(modelfile_text, messages):
             preset.append({"role": role, "content": content})
     if template is None:
         raise ValueError("the Modelfile has no TEMPLATE")
-    return render_template(template, messages, system=system, preset=preset)
+    return template, chat_messages(messages, system=system, preset=preset)
 
 
 # --- chat template families ---
@@ -138,26 +119,62 @@ def _literal(text):
     return text
 
 
-def go_template(family, preamble="", always_system=False):
-    """The Ollama TEMPLATE for a family.
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A family's TEMPLATE. preamble: text every system message starts with (Llama 3.1's knowledge-cutoff
+    lines); always_system: a system block (preamble only) when the conversation has no system message.
 
-    preamble: text every system message starts with (Llama 3.1's knowledge-cutoff lines);
-    always_system: emit a system block (preamble only) when the conversation has no system message.
-    """
+    `text` is the Go template written into the Modelfile; `render` is what it means, in Python, which is
+    what detect() compares with the tokenizer on the user's machine (no Go there). That the two agree is
+    checked by the tests, which execute `text` with Go's real text/template (tests/ollama_go.py) for every
+    family, derived preambles and hostile preamble text."""
+    family: Family
+    preamble: str = ""
+    always_system: bool = False
+
+    @property
+    def text(self):
+        family, preamble = self.family, self.preamble
+        before, _, after = family.header.partition("{role}")
+        role_head = _literal(before) + "{{ .Role }}" + _literal(after)
+        lines = ["{{- range $i, $_ := .Messages }}",
+                 "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
+        if self.always_system:
+            lines.append('{{- if and (eq $i 0) (ne .Role "system") }}'
+                         + _literal(family.head("system") + preamble + family.end) + "{{ end }}")
+        system_prefix = ('{{ if eq .Role "system" }}' + _literal(preamble) + "{{ end }}") if preamble else ""
+        lines[-1] += role_head + system_prefix + "{{ .Content }}"
+        lines.append('{{- if or (not $last) (ne .Role "assistant") }}' + _literal(family.end) + "{{ end }}")
+        lines.append('{{- if and $last (ne .Role "assistant") }}' + _literal(family.head("assistant"))
+                     + "{{ end }}")
+        lines.append("{{- end }}")
+        return "\n".join(lines)
+
+    def render(self, messages, system=None, preset=()):
+        """The prompt Ollama's /api/chat builds with this TEMPLATE, `system` being the Modelfile's SYSTEM and
+        `preset` its MESSAGE history: a conversation ending with a user message gets the generation prompt,
+        one ending with an assistant message is left open for Ollama to continue."""
+        if not messages:
+            raise ValueError("no messages")
+        family, out = self.family, []
+        collated = collate(chat_messages(messages, system, preset))
+        for i, m in enumerate(collated):
+            last = i == len(collated) - 1
+            if i == 0 and self.always_system and m["role"] != "system":
+                out.append(family.head("system") + self.preamble + family.end)
+            out.append(family.head(m["role"]) + (self.preamble if m["role"] == "system" else "") + m["content"])
+            if not last or m["role"] != "assistant":
+                out.append(family.end)
+            if last and m["role"] != "assistant":
+                out.append(family.head("assistant"))
+        return "".join(out)
+
+
+def go_template(family, preamble="", always_system=False):
+    """The Ollama TEMPLATE text for a family (a name or a Family); see ChatTemplate."""
     if isinstance(family, str):
         family = FAMILY_NAMES[family]
-    role_head = _literal(family.head("\0")).replace("\0", "{{ .Role }}")
-    lines = ["{{- range $i, $_ := .Messages }}",
-             "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
-    if always_system:
-        lines.append('{{- if and (eq $i 0) (ne .Role "system") }}'
-                     + _literal(family.head("system") + preamble + family.end) + "{{ end }}")
-    system_prefix = ('{{ if eq .Role "system" }}' + _literal(preamble) + "{{ end }}") if preamble else ""
-    lines[-1] += role_head + system_prefix + "{{ .Content }}"
-    lines.append('{{- if or (not $last) (ne .Role "assistant") }}' + _literal(family.end) + "{{ end }}")
-    lines.append('{{- if and $last (ne .Role "assistant") }}' + _literal(family.head("assistant")) + "{{ end }}")
-    lines.append("{{- end }}")
-    return "\n".join(lines)
+    return ChatTemplate(family, preamble, always_system).text
 
 
 PROBE_SYSTEM = "You are probe-system-7."
@@ -186,11 +203,18 @@ def hf_render(tokenizer, messages):
 
 @dataclass
 class Detected:
-    family: Family
-    template: str
+    chat: ChatTemplate
     default_system: str | None
     probes: int
     notes: list = field(default_factory=list)
+
+    @property
+    def family(self):
+        return self.chat.family
+
+    @property
+    def template(self):
+        return self.chat.text
 
 
 def _content_of_system_block(family, rendered):
@@ -203,7 +227,7 @@ def _content_of_system_block(family, rendered):
 
 
 def _candidate(family, tokenizer):
-    """(template, default system) for a family, derived from the no-system and system probes."""
+    """(ChatTemplate, default system) for a family, derived from the no-system and system probes."""
     no_sys = hf_render(tokenizer, probe_messages(("u1",)))
     with_sys = hf_render(tokenizer, probe_messages(("s", "u1")))
     content = _content_of_system_block(family, with_sys)
@@ -218,11 +242,11 @@ def _candidate(family, tokenizer):
             default = implicit
         else:
             return None
-    return go_template(family, preamble, always), default
+    return ChatTemplate(family, preamble, always), default
 
 
 def detect(tokenizer, families=FAMILIES):
-    """The family whose Go TEMPLATE renders every probe exactly as the tokenizer does, or InputError."""
+    """The family whose TEMPLATE renders every probe exactly as the tokenizer does, or InputError."""
     if not getattr(tokenizer, "chat_template", None):
         raise InputError("the tokenizer has no chat template", field="chat_template")
     expected = [(keys, hf_render(tokenizer, probe_messages(keys))) for keys in PROBES]
@@ -230,25 +254,20 @@ def detect(tokenizer, families=FAMILIES):
         candidate = _candidate(family, tokenizer)
         if candidate is None:
             continue
-        template, default = candidate
-        try:
-            ok = all(render_template(template, probe_messages(keys), system=default) == want
-                     for keys, want in expected)
-        except (_gotemplate.TemplateError, ValueError):
-            ok = False
-        if not ok:
+        chat, default = candidate
+        if any(chat.render(probe_messages(keys), system=default) != want for keys, want in expected):
             continue
         notes = []
         padded = [{"role": "user", "content": "  probe padded  "}]
         want = hf_render(tokenizer, padded)
-        if render_template(template, padded, system=default) != want:
+        if chat.render(padded, system=default) != want:
             trimmed = [{"role": "user", "content": "probe padded"}]
-            if render_template(template, trimmed, system=default) == want:
+            if chat.render(trimmed, system=default) == want:
                 notes.append("the tokenizer's template strips whitespace around message content; Go templates "
                              "cannot, so Ollama keeps it (content with leading/trailing spaces renders differently)")
             else:
                 notes.append("content with leading/trailing whitespace renders differently from the tokenizer")
-        return Detected(family, template, default, len(expected), notes)
+        return Detected(chat, default, len(expected), notes)
     sample = expected[2][1]
     raise InputError(
         "chat template not recognised: it renders probe conversations unlike every known family "

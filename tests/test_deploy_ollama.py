@@ -1,7 +1,9 @@
-"""deploy.ollama: the Modelfile's TEMPLATE, parsed back as Ollama parses it and executed with Go
-template semantics, renders conversations exactly as each model's own chat template does."""
+"""deploy.ollama: the Modelfile's TEMPLATE, parsed back as Ollama parses it and executed by Go's own
+text/template as Ollama's server runs it (tests/ollama_go.py), renders conversations exactly as each
+model's own chat template does; and the TEMPLATE's meaning in Python, which deploy.ollama checks against
+the tokenizer without Go, is what Go renders."""
+import itertools
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,8 +12,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from common import ROOT
-from deploy import _gotemplate, _modelfile, ollama
-from tests.tools import require
+from common.models import EMBEDDED, LLAMA31, PHI35, QWEN25, TINYLLAMA, local_model
+from deploy import _modelfile, ollama
+from tests import ollama_go
 
 BOS_TEXTS = ("<s>", "<|begin_of_text|>")  # what llama.cpp/Ollama prepend themselves
 
@@ -72,7 +75,7 @@ def written(request, tmp_path_factory, fake_gguf):
 def test_modelfile_template_matches_tokenizer(written, conversation):
     name, text, tokenizer = written
     messages = CONVERSATIONS[conversation]
-    assert ollama.render_modelfile(text, messages) == reference(tokenizer, messages)
+    assert ollama_go.render_modelfile(text, messages) == reference(tokenizer, messages)
 
 
 def test_modelfile_directives(written, fake_gguf):
@@ -94,7 +97,8 @@ def test_wrong_family_template_is_caught(tinyllama):
     """The comparison can fail: ChatML's template does not render TinyLlama's conversations."""
     tokenizer = AutoTokenizer.from_pretrained(str(tinyllama))
     messages = CONVERSATIONS["multi-turn"]
-    assert ollama.render_template(ollama.go_template("chatml"), messages) != reference(tokenizer, messages)
+    chatml = ollama.ChatTemplate(ollama.FAMILY_NAMES["chatml"])
+    assert chatml.render(messages) != reference(tokenizer, messages)
     with pytest.raises(ollama.InputError, match="not recognised"):
         ollama.detect(tokenizer, families=[ollama.FAMILY_NAMES["chatml"], ollama.FAMILY_NAMES["llama3"]])
 
@@ -135,7 +139,7 @@ def test_recipe_settings_params_and_precedence(tmp_path, smollm2, fake_gguf):
                  "--system", "From the CLI", "-o", str(out2)])
     text = out2.read_text()
     assert dict(_modelfile.parse_modelfile(text))["system"] == "From the CLI"
-    rendered = ollama.render_modelfile(text, [{"role": "user", "content": "hi"}])
+    rendered = ollama_go.render_modelfile(text, [{"role": "user", "content": "hi"}])
     assert rendered.startswith("<|im_start|>system\nFrom the CLI<|im_end|>\n<|im_start|>user\nhi")
 
 
@@ -217,29 +221,58 @@ def test_help_runs_as_a_module():
     assert result.returncode == 0 and "Modelfile" in result.stdout
 
 
-# --- the Go template interpreter and the Modelfile parser port ---
+# --- the TEMPLATE's meaning in Python against Go's text/template, and the Modelfile parser port ---
 
-GO_SEMANTICS = [  # (template, data, what Go's text/template prints): checked against real Go below
-    ("a  {{- .X -}}  b", {"X": "x"}, "axb"),
-    ("{{ if .X }}yes{{ else if eq .Y \"2\" }}two{{ else }}no{{ end }}", {"X": "", "Y": "2"}, "two"),
-    ("{{ range $i, $m := .L }}{{ $i }}{{ $m }}{{ else }}empty{{ end }}", {"L": ["a", "b"]}, "0a1b"),
-    ("{{ range .L }}x{{ else }}empty{{ end }}", {"L": []}, "empty"),
-    ("{{ $v := \"a\" }}{{ range .L }}{{ $v = . }}{{ end }}{{ $v }}", {"L": ["p", "q"]}, "q"),
-    ("{{ and .A .B }}|{{ or .A .B }}|{{ not .A }}", {"A": "", "B": "b"}, "|b|true"),
-    ("{{ len (slice .L 1) }} {{ eq (len .L) 3 }} {{ ne 1 2 }}", {"L": [1, 2, 3]}, "2 true true"),
-    ("{{/* note */}}{{ \"a\\nb\" }}{{ `raw` }}", {}, "a\nbraw"),
+ASCII = "".join(chr(c) for c in range(1, 128))
+PREAMBLES = [  # text a tokenizer's system block may start with; it goes into the TEMPLATE verbatim or quoted
+    "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n",
+    "Pre {{x}}\n\n", "}} and {{- .Content -}} {{/* c */}}", '  spaced "quoted" \\ back\\slash\t',
+    "café 🦜 \u2028 \ufeff ünï", ASCII, "{{" + ASCII,
+]
+CHAT_CASES = [  # (request messages, Modelfile SYSTEM, Modelfile MESSAGEs): Ollama's request handling too
+    *[(m, None, ()) for m in CONVERSATIONS.values()],
+    (CONVERSATIONS["no system"], "Default {{system}}", ()),
+    (CONVERSATIONS["multi-turn"], "Default, unused: the request has a system message", ()),
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"},
+      {"role": "assistant", "content": " d "}], None, ()),
+    ([{"role": "system", "content": "s1"}, {"role": "system", "content": "s2"}, {"role": "user", "content": "u"}],
+     None, ()),
+    (CONVERSATIONS["multi-turn no system"], "Sys", ({"role": "user", "content": "preset q"},
+                                                     {"role": "assistant", "content": "preset a"})),
+    ([{"role": "user", "content": "after a preset user turn"}], None, ({"role": "user", "content": "preset"},)),
+    ([{"role": "user", "content": ""}], None, ()),
 ]
 
 
-@pytest.mark.parametrize("template, data, expected", GO_SEMANTICS)
-def test_go_template_semantics(template, data, expected):
-    assert _gotemplate.render(template, data) == expected
+def shipped_templates():
+    """Every TEMPLATE deploy.ollama writes from the repo's models (their tokenizers' own templates) and
+    each family with each preamble above, with and without the system block for conversations without one."""
+    templates = {}
+    for name in (EMBEDDED, TINYLLAMA, LLAMA31, QWEN25, PHI35):
+        folder = local_model(name)
+        if not (folder / "tokenizer_config.json").exists():
+            pytest.fail(f"{folder} is missing: run `bash scripts/setup.sh` (it builds the local models)")
+        detected = ollama.detect(AutoTokenizer.from_pretrained(str(folder)))
+        templates[f"{name} (derived)"] = (detected.chat, detected.default_system)
+    for family, preamble, always in itertools.product(ollama.FAMILIES, [""] + PREAMBLES, (False, True)):
+        templates[f"{family.name} {preamble[:12]!r} {always}"] = (ollama.ChatTemplate(family, preamble, always), None)
+    return templates
 
 
-@pytest.mark.parametrize("template", ["{{ with .X }}{{ end }}", "{{ printf \"%s\" .X }}", "{{ if .X }}", "{{ end }}"])
-def test_go_template_unsupported_or_broken_is_an_error(template):
-    with pytest.raises(_gotemplate.TemplateError):
-        _gotemplate.render(template, {"X": "x"})
+def test_template_meaning_is_what_go_renders():
+    """What detect() compares with the tokenizer (ChatTemplate.render, Python) is what Go's text/template,
+    run as Ollama runs it, renders from the TEMPLATE text: for every derived template, family and preamble."""
+    ollama_go.binary()  # skips or fails first where Go is missing
+    cases, expected = [], []
+    for label, (chat, default) in shipped_templates().items():
+        for messages, system, preset in CHAT_CASES:
+            system = default if system is None else system
+            cases.append((chat.text, ollama.chat_messages(messages, system, preset)))
+            expected.append((label, messages, chat.render(messages, system, preset)))
+    outputs = ollama_go.execute(cases)
+    mismatches = [(label, messages, got, want) for (label, messages, want), got in zip(expected, outputs)
+                  if got != {"out": want}]
+    assert not mismatches, f"{len(mismatches)} of {len(cases)} differ, first: {mismatches[0]}"
 
 
 def test_modelfile_parser_matches_ollama_rules():
@@ -254,70 +287,3 @@ def test_modelfile_parser_matches_ollama_rules():
         _modelfile.parse_modelfile(injected)
     assert _modelfile.parse_modelfile('FROM a\nSYSTEM """x"""\nFROM /evil.gguf\n') == [
         ("model", "a"), ("system", "x"), ("model", "/evil.gguf")]
-
-
-def test_templates_match_real_go_text_template(tmp_path):
-    """Our TEMPLATEs and the semantics cases above, run through Go's real text/template (Debian's
-    golang-go, offline: no modules to download)."""
-    go = require("go", "golang-go")
-    (tmp_path / "go.mod").write_text("module gocheck\ngo 1.18\n")
-    (tmp_path / "main.go").write_text(GO_PROGRAM)
-    binary = tmp_path / "gocheck"
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0",
-           "GOCACHE": str(tmp_path / "cache"), "GOPATH": str(tmp_path / "gopath"), "HOME": str(tmp_path)}
-    build = subprocess.run([go, "build", "-o", str(binary), "."], cwd=tmp_path, capture_output=True, text=True,
-                           env=env, timeout=300)
-    assert build.returncode == 0, f"go build failed:\n{build.stderr[-2000:]}"
-    cases = []
-    templates = [ollama.go_template(f) for f in ollama.FAMILIES]
-    templates.append(ollama.go_template("llama3", "Pre {{x}}\n\n", True))
-    for template in templates:
-        for conversation in CONVERSATIONS.values():
-            msgs = [{"Role": m["role"], "Content": m["content"]} for m in conversation]
-            cases.append({"template": template, "data": {"Messages": msgs, "System": ""}})
-    result = subprocess.run([str(binary)], input=json.dumps(cases + [{"template": t, "data": d}
-                                                                    for t, d, _ in GO_SEMANTICS]),
-                            capture_output=True, text=True, check=True, timeout=60)
-    outputs = json.loads(result.stdout)
-    assert len(outputs) == len(cases) + len(GO_SEMANTICS)
-    for case, got in zip(cases, outputs):
-        assert got == {"out": _gotemplate.render(case["template"], case["data"])}
-    assert outputs[len(cases):] == [{"out": expected} for _, _, expected in GO_SEMANTICS]
-
-
-GO_PROGRAM = r'''package main
-
-import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"os"
-	"text/template"
-)
-
-func main() {
-	var cases []struct {
-		Template string         `json:"template"`
-		Data     map[string]any `json:"data"`
-	}
-	if err := json.NewDecoder(os.Stdin).Decode(&cases); err != nil {
-		panic(err)
-	}
-	var out []map[string]string
-	for _, c := range cases {
-		t, err := template.New("").Option("missingkey=zero").Parse(c.Template)
-		if err != nil {
-			out = append(out, map[string]string{"err": err.Error()})
-			continue
-		}
-		var b bytes.Buffer
-		if err := t.Execute(&b, c.Data); err != nil {
-			out = append(out, map[string]string{"err": err.Error()})
-			continue
-		}
-		out = append(out, map[string]string{"out": b.String()})
-	}
-	js, _ := json.Marshal(out)
-	fmt.Println(string(js))
-}
-'''
