@@ -18,15 +18,15 @@ RECIPES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").glob
 
 
 def _readme_pairs(pattern):
-    """(recipe, path) pairs a README comment gives, e.g. `axolotl.cli.train RECIPE   # -> outputs/...`."""
+    """(recipe, path) pairs a README comment gives, e.g. `recipe train RECIPE   # -> outputs/...`."""
     pairs = []
     for readme in sorted((ROOT / "recipes").glob("*/README.md")):
         pairs += re.findall(pattern, readme.read_text(encoding="utf-8"))
     return pairs
 
 
-TRAIN_OUTPUTS = _readme_pairs(r"axolotl\.cli\.train (recipes/\S+\.yml)\s+# -> (outputs/\S+)")
-CPU_OUTPUTS = _readme_pairs(r"scripts\.cpu_run (recipes/\S+\.yml)\s+# -> (outputs/\S+)")
+TRAIN_OUTPUTS = _readme_pairs(r"recipe train (recipes/\S+\.yml)\s+# -> (outputs/\S+)")
+CPU_OUTPUTS = _readme_pairs(r"recipe train (recipes/\S+\.yml) --cpu[^#\n]*# -> (outputs/\S+)")
 
 
 def test_the_readmes_give_paths_to_compare():
@@ -46,13 +46,17 @@ def test_cpu_run_adapter_dir_is_the_readme_path(recipe, adapter):
 
 
 def test_qa_readme_deploy_paths():
-    """recipes/tinyllama-qa/README.md types the merge, GGUF and Modelfile paths; the run gives the same."""
+    """recipes/tinyllama-qa/README.md's recipe commands say where merge, GGUF and Modelfile go and which
+    system prompt is served; the run gives the same."""
     text = (ROOT / "recipes/tinyllama-qa/README.md").read_text(encoding="utf-8")
-    adapter, merged = re.search(r"deploy\.merge --base \$BASE --adapter (\S+) -o (\S+)", text).groups()
-    gguf = re.search(r"deploy\.gguf \S+ -o (\S+) --outtype q8_0", text).group(1)
-    modelfile = re.search(r" -o (\S+/Modelfile)", text).group(1)
-    system = re.search(r'--system "([^"]+)"', text).group(1)
-    run = Run.load(ROOT / "recipes/tinyllama-qa/qlora-1.1b.yml")
+    recipe = "recipes/tinyllama-qa/qlora-1.1b.yml"
+    adapter = re.search(rf"recipe train {recipe}\s+# -> (\S+)", text).group(1)
+    merged = re.search(rf"recipe merge {recipe}\s+# -> (\S+)", text).group(1)
+    gguf = re.search(rf"recipe gguf {recipe} --outtype q8_0\s+# -> (\S+)", text).group(1)
+    modelfile = re.search(rf"recipe ollama {recipe} --outtype q8_0 --create tinyllama-qa\s+# -> (\S+/Modelfile)",
+                          text).group(1)
+    system = re.search(r'training data \("([^"]+)"\) into the Modelfile', text).group(1)
+    run = Run.load(ROOT / recipe)
     assert (run.adapter_dir, run.merged_dir) == (ROOT / adapter, ROOT / merged)
     assert run.gguf_path("q8_0") == ROOT / gguf and run.modelfile == ROOT / modelfile
     assert run.system_prompt() == system  # from the training data, as the README types it
