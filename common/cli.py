@@ -113,7 +113,7 @@ def eval_argv(run, kind, args=()):
     if kind == "curves":
         return [str(run.adapter_dir)] + _derive(args, [("--out", run.eval_dir / "curves")]) + list(args)
     pairs = []
-    if not _given(args, "--model", "--adapter", "--base-url", "--model-a", "--a", "--prompts"):
+    if not _given(args, "--model", "--adapter", "--base-url"):
         pairs += [("--model", run.base_dir()), ("--adapter", run.adapter_dir)]
     if kind in ("task", "perplexity", "redteam"):
         pairs.append(("--out", run.eval_dir / kind))
