@@ -406,6 +406,20 @@ def build_modelfile(out, model_dir, gguf=None, base=None, adapter=None, recipe_d
     return serialize(commands, header), detected
 
 
+def write_modelfile(output, model_dir, gguf=None, base=None, adapter=None, recipe_dir=None, system=None,
+                    params=(), force=False):
+    """build_modelfile, written atomically to output (an existing one needs force); returns Detected."""
+    check_output(output, force)
+    text, detected = build_modelfile(output, model_dir, gguf=gguf, base=base, adapter=adapter,
+                                     recipe_dir=recipe_dir, system=system, params=params)
+    with atomic_open(output, force=force) as fh:
+        fh.write(text)
+    print(f"wrote {output} (chat template {detected.family.label})", file=sys.stderr)
+    for note in detected.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return detected
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m deploy.ollama", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -424,15 +438,8 @@ def main(argv=None):
     parser.add_argument("--create", metavar="NAME", help="then run `ollama create NAME -f Modelfile` if ollama is installed")
     args = parser.parse_args(argv)
 
-    check_output(args.output, args.force)
-    text, detected = build_modelfile(args.output, args.model, gguf=args.gguf, base=args.base,
-                                     adapter=args.adapter, recipe_dir=args.recipe_dir,
-                                     system=args.system, params=args.param)
-    with atomic_open(args.output, force=args.force) as fh:
-        fh.write(text)
-    print(f"wrote {args.output} (chat template {detected.family.label})", file=sys.stderr)
-    for note in detected.notes:
-        print(f"note: {note}", file=sys.stderr)
+    write_modelfile(args.output, args.model, gguf=args.gguf, base=args.base, adapter=args.adapter,
+                    recipe_dir=args.recipe_dir, system=args.system, params=args.param, force=args.force)
     if args.create:
         command = ["ollama", "create", args.create, "-f", str(args.output)]
         if shutil.which("ollama") is None:

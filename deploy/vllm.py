@@ -433,6 +433,15 @@ def serve_script(argv, key_index, api_key_env, allow_runtime_lora):
     return "\n".join(out) + "\n"
 
 
+def write_serve_script(path, argv, key_index=None, api_key_env=None, allow_runtime_lora=False, force=False):
+    """The serve script of serve_argv's argv, written atomically and executable."""
+    with atomic_open(path, force=force) as fh:
+        fh.write(serve_script(argv, key_index, api_key_env, allow_runtime_lora))
+    os.chmod(path, 0o755)
+    print(f"wrote {path}", file=sys.stderr)
+    return Path(path)
+
+
 def serve(argv, info, host, port, log_path, timeout=300, runtime_lora=False, env=None):
     """Start vLLM, print the endpoint and the served names, serve until Ctrl-C or SIGTERM, then stop
     every process it started. Returns the server's exit code (0 when stopped by a signal)."""
@@ -621,10 +630,7 @@ def main(argv=None):
         if args.allow_runtime_lora and not args.output:
             print("# run with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in the environment", file=sys.stderr)
         if args.output:
-            with atomic_open(args.output, force=args.force) as fh:
-                fh.write(serve_script(argv_, key_index, args.api_key_env, args.allow_runtime_lora))
-            os.chmod(args.output, 0o755)
-            print(f"wrote {args.output}", file=sys.stderr)
+            write_serve_script(args.output, argv_, key_index, args.api_key_env, args.allow_runtime_lora, args.force)
         else:
             print(shell_command(argv_, key_index))
         return 0

@@ -134,19 +134,14 @@ def summary(data):
     return out
 
 
-@cli
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m eval.curves", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", help="trainer_state.json, a checkpoint or output directory, or a training log")
-    parser.add_argument("--out", help="output directory (default: curves/ next to the trainer state)")
-    parser.add_argument("--title", help="run name for the titles")
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args(argv)
-    source, entries = read_history(args.path)
+def draw(path, out=None, title=None, force=False):
+    """Loss (train and eval), learning-rate and grad-norm curves of a run as PNG, with curves.json and
+    curves.md, into out (default: curves/ next to the trainer state). Returns (result, x_key, rows, the
+    files written)."""
+    source, entries = read_history(path)
     data, x_key = series(entries)
-    out = Path(args.out) if args.out else source.parent / "curves"
-    title = args.title or source.parent.name
+    out = Path(out) if out else source.parent / "curves"
+    title = title or source.parent.name
     files = {"loss.png": lambda t: _plot(t, [("train loss", data["loss"], "-"),
                                              ("eval loss", data["eval_loss"], "o-")], x_key,
                                          f"{title}: loss", "loss"),
@@ -168,11 +163,24 @@ def main(argv=None):
     rep.heading("Logged values").table([x_key, *SERIES], rows)
     files["curves.json"] = report.dumps(result)
     files["curves.md"] = rep.render()
-    report.write_outputs(out, files, args.force)
+    report.write_outputs(out, files, force)
+    return result, x_key, rows, [out / name for name in sorted(files)]
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m eval.curves", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", help="trainer_state.json, a checkpoint or output directory, or a training log")
+    parser.add_argument("--out", help="output directory (default: curves/ next to the trainer state)")
+    parser.add_argument("--title", help="run name for the titles")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    result, x_key, rows, written = draw(args.path, args.out, args.title, args.force)
     print("\t".join([x_key, *SERIES]))
     for row in rows:
         print("\t".join(report.fmt(v, 6) if isinstance(v, float) else report.fmt(v) for v in row))
-    print(f"curves: {', '.join(sorted(files))} -> {out}")
+    print(f"curves: {', '.join(p.name for p in written)} -> {written[0].parent}")
     return result
 
 

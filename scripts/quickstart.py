@@ -105,21 +105,22 @@ def vllm_answers(out, base, adapter, question):
 
 def modelfile(out, gguf_path, merged):
     from data_tools.qa import SYSTEM_PROMPT
-    from deploy import ollama
+    from deploy.ollama import write_modelfile
 
     path = out / "Modelfile"
-    ollama.main(["--gguf", str(gguf_path), "--model", str(merged), "-o", str(path), "--force",
-                 "--system", SYSTEM_PROMPT])
+    write_modelfile(path, merged, gguf=gguf_path, system=SYSTEM_PROMPT, force=True)
     return path
 
 
 def vllm_command(out, merged, adapter):
-    from deploy import vllm
+    from common.run import Run
+    from deploy.vllm import serve_argv, write_serve_script
 
-    vllm.main(["serve-command", "--merged", str(merged), "-o", str(out / "serve-merged.sh"), "--force"])
-    vllm.main(["serve-command", "--base", "HuggingFaceTB/SmolLM2-135M-Instruct",
-               "--adapter", f"quickstart={adapter}", "-o", str(out / "serve-lora.sh"), "--force"])
-    return out / "serve-merged.sh", out / "serve-lora.sh"
+    context = ["--max-model-len", str(Run.load(RECIPE).cfg["sequence_len"])]  # the length it trained on
+    merged_argv, _, _ = serve_argv(merged=str(merged), extra=context)
+    lora_argv, _, _ = serve_argv("HuggingFaceTB/SmolLM2-135M-Instruct", [f"quickstart={adapter}"], extra=context)
+    return (write_serve_script(out / "serve-merged.sh", merged_argv, force=True),
+            write_serve_script(out / "serve-lora.sh", lora_argv, force=True))
 
 
 def summary_table(report, times, probe, answer, artifacts, served=None):
@@ -184,13 +185,9 @@ def run(out, force=False, max_steps=None):
 
 
 def curves(adapter, target):
-    import contextlib
-    import io
+    from eval.curves import draw
 
-    from eval import curves as draw
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        draw.main([str(adapter), "--out", str(target), "--title", "quickstart"])
+    draw(adapter, target, "quickstart")
     return target / "loss.png"
 
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from common.run import Run
 from deploy._modelfile import parse_modelfile
 from scripts import quickstart
 from tests.helpers import vllm_log_tracebacks
@@ -71,6 +72,8 @@ def test_modelfile_and_serve_commands(run):
     assert "<|im_start|>" in commands["template"] and commands["system"].startswith("Answer the question")
     lora = (out / "serve-lora.sh").read_text()
     assert "--enable-lora" in lora and "--max-lora-rank 16" in lora and "127.0.0.1" in lora
+    context = f"--max-model-len {Run.load(quickstart.RECIPE).cfg['sequence_len']}"
+    assert context in lora and context in (out / "serve-merged.sh").read_text()  # the length it trained on
 
 
 def test_quickstart_refuses_to_overwrite_without_force(run):
