@@ -97,7 +97,7 @@ def vllm_answers(out, base, adapter, question):
         return None
     port = free_port()
     argv, _, _ = vllm.serve_argv(base, [f"quickstart={adapter}"], port=port, served_model_name="base",
-                                 extra=["--max-model-len", "2048"])
+                                 extra=["--max-model-len", "2048", "--enforce-eager"])
     with Server(argv, out / "vllm" / "server.log", port=port) as server:
         return {name: vllm.chat(server.base_url, name, question, SYSTEM_PROMPT, max_tokens=48, temperature=0.0)
                 .strip() for name in ("base", "quickstart")}

@@ -193,6 +193,12 @@ def test_serve_command_merged_and_refusals(tmp_path, make_adapter, tinyllama, ca
         vllm.main(["serve-command", "--base", str(tinyllama), "--api-key-env", "NOT A NAME; rm"])
 
 
+def test_serve_command_passes_enforce_eager(good_adapter, tinyllama, capsys):
+    argv = serve(capsys, "--base", tinyllama, "--adapter", f"mira={good_adapter}", "--enforce-eager")
+    assert argv.count("--enforce-eager") == 1
+    assert "--enforce-eager" not in serve(capsys, "--base", tinyllama, "--adapter", f"mira={good_adapter}")
+
+
 def test_serve_command_max_model_len_from_the_recipe(good_adapter, tinyllama, tmp_path, capsys):
     """vLLM's default context for Llama 3.1 (131072) leaves no room for its KV cache on a 24 GB card:
     serve-command takes the recipe's sequence_len, or the flag, and warns when given neither."""

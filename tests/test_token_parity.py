@@ -219,7 +219,7 @@ def test_vllm_chat_endpoint_feeds_the_trained_prefix(name, paths, tmp_path):
     built = paths(name)
     port = free_port()
     argv, _, _ = vllm.serve_argv(merged=str(built["served"]), port=port, served_model_name="m", check=False,
-                                 extra=["--max-model-len", "512"])
+                                 extra=["--max-model-len", "512", "--enforce-eager"])
     with Server(argv, tmp_path / "vllm.log", port=port, timeout=240) as server:
         for i, conversation in enumerate(CONVERSATIONS):
             example = built["trained"][i]

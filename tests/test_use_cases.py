@@ -20,7 +20,7 @@ def server(smollm2, use_case_adapters, tmp_path_factory):
     port = free_port()
     specs = [f"{name}={path}" for name, path in use_case_adapters.items()]
     argv, _, _ = vllm.serve_argv(str(smollm2), specs, port=port, served_model_name="base",
-                                 extra=["--max-model-len", "1024"])
+                                 extra=["--max-model-len", "1024", "--enforce-eager"])
     log = tmp_path_factory.mktemp("vllm-use-cases") / "server.log"
     with Server(argv, log, port=port, timeout=240) as running:
         yield running

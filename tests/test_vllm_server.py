@@ -82,7 +82,7 @@ def server(smollm2, adapters, tmp_path_factory):
     assert vllm_python(), "vLLM is not installed: scripts/setup.sh installs it into .cache/vllm"
     port = free_port()
     argv, _, info = vllm.serve_argv(str(smollm2), [f"plain={adapters['plain']}"], port=port,
-                                    served_model_name="base", max_lora_rank=16, extra=["--max-model-len", "1024"])
+                                    served_model_name="base", max_lora_rank=16, extra=["--max-model-len", "1024", "--enforce-eager"])
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     with Server(argv, log, port=port, runtime_lora=True, timeout=240) as running:
         yield running
@@ -164,7 +164,7 @@ def test_unservable_adapter_stops_the_server_at_start(smollm2, adapters, tmp_pat
         vllm.serve_argv(str(smollm2), [f"bad={adapters['lora-bias']}"])
     port = free_port()
     argv, _, _ = vllm.serve_argv(str(smollm2), [f"bad={adapters['lora-bias']}"], port=port, check=False,
-                                 extra=["--max-model-len", "1024"])
+                                 extra=["--max-model-len", "1024", "--enforce-eager"])
     server = Server(argv, tmp_path / "server.log", port=port, timeout=240)
     with pytest.raises(ServerError, match="exited"):
         server.start()
@@ -177,7 +177,7 @@ def test_serve_cli_prints_the_endpoint_and_sigterm_stops_every_process(smollm2, 
     log = tmp_path / "server.log"
     proc = subprocess.Popen([sys.executable, "-m", "deploy.vllm", "serve", "--base", str(smollm2),
                              "--adapter", f"plain={adapters['plain']}", "--port", str(port),
-                             "--max-model-len", "1024", "--log", str(log)],
+                             "--max-model-len", "1024", "--enforce-eager", "--log", str(log)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
