@@ -16,21 +16,27 @@ import time
 from pathlib import Path
 
 import torch
-from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
+
+try:
+    from axolotl.integrations.base import BasePlugin
+except ImportError:  # scripts.gpu_check --engine peft, on a machine without Axolotl, uses Recorder alone
+    BasePlugin = object
 
 GIB = 1024 ** 3
 FILE = "step_metrics.jsonl"
 
 
-class StepMetrics(TrainerCallback):
+class Recorder:
+    """Counts what the model is fed (a forward pre-hook) and writes a row per optimizer step."""
+
     def __init__(self, path):
         self.path = Path(path)
         self.tokens = self.slots = self.rows = 0
         self.start = None
         self.cuda = torch.cuda.is_available()
 
-    def _count(self, module, args, kwargs):
+    def count(self, module, args, kwargs):
         if not module.training:
             return
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -45,28 +51,27 @@ class StepMetrics(TrainerCallback):
         if self.cuda:
             torch.cuda.synchronize()
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if model is not None:
-            model.register_forward_pre_hook(self._count, with_kwargs=True)
+    def begin_training(self, model, write=True):
+        model.register_forward_pre_hook(self.count, with_kwargs=True)
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
-        if state.is_world_process_zero:
+        if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("", encoding="utf-8")
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def begin_step(self):
         self._sync()
         self.tokens = self.slots = self.rows = 0
         self.start = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def end_step(self, step, tokens_seen=0, write=True):
         self._sync()
-        if self.start is None or not state.is_world_process_zero:
+        if self.start is None or not write:
             return
-        row = {"step": state.global_step, "seconds": round(time.perf_counter() - self.start, 6),
+        row = {"step": step, "seconds": round(time.perf_counter() - self.start, 6),
                "tokens": self.tokens, "slots": self.slots, "rows": self.rows,
                "rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 3),
-               "trainer_tokens_seen": int(getattr(state, "num_input_tokens_seen", 0) or 0)}
+               "trainer_tokens_seen": int(tokens_seen or 0)}
         if self.cuda:
             free, total = torch.cuda.mem_get_info()
             row.update(peak_allocated_gib=round(torch.cuda.max_memory_allocated() / GIB, 3),
@@ -74,6 +79,23 @@ class StepMetrics(TrainerCallback):
                        device_used_gib=round((total - free) / GIB, 3))
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
+
+
+class StepMetrics(TrainerCallback):
+    """Recorder on a transformers Trainer (rank 0 writes)."""
+
+    def __init__(self, path):
+        self.recorder = Recorder(path)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.recorder.begin_training(model, write=state.is_world_process_zero)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.recorder.begin_step()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.recorder.end_step(state.global_step, getattr(state, "num_input_tokens_seen", 0),
+                               write=state.is_world_process_zero)
 
 
 class Metrics(BasePlugin):
