@@ -15,6 +15,9 @@ For each recipe (default: every recipes/**/*.yml):
     architecture (built from its config.json on the meta device: the local dir, the hub cache, or the
     stand-in); a warning lists the missing names and the model's linear layers (Phi-3 fuses q/k/v into
     qkv_proj and gate/up into gate_up_proj), an error if none exists;
+  - the end of an assistant turn is trained: a chat template that closes turns with a special token
+    other than eos_token (Phi-3: <|end|>, its eos <|endoftext|> comes once, after the last turn) needs
+    eot_tokens, or Axolotl trains no turn end and the model is not taught the token serving stops on;
   - vLLM can serve the adapter: lora/qlora, no modules_to_save, no DoRA, lora_r in vLLM's ranks,
     LoRA only on projections vLLM replaces (Llama's; Phi-3's fused ones), no added tokens
     (special_tokens: only a pad token that is already in the vocabulary);
@@ -443,6 +446,39 @@ def _render_chat(check, i, ds, valid_cfg, tokenizer, record, data_path, line):
             return
 
 
+def _check_turn_end(check, i, ds, valid_cfg, tokenizer):
+    """Axolotl trains the end of an assistant turn (train_on_eos / train_on_eot, default "turn") on
+    eot_tokens, which default to the tokenizer's eos_token. A template that closes every turn with
+    another special token (Phi-3: <|end|>; its eos <|endoftext|> is written once, after the last turn)
+    then gets no turn end trained, only a lone eos after the last reply, while serving stops on the
+    template's token: eot_tokens must name it."""
+    from axolotl.utils.chat_templates import get_chat_template_from_config
+
+    if valid_cfg.get("eot_tokens") or (ds.get("train_on_eot") or ds.get("train_on_eos") or "turn") == "none":
+        return
+    try:
+        template = get_chat_template_from_config(cfg=valid_cfg, ds_cfg=dict(ds), tokenizer=tokenizer)
+        reply = "Reply text that ends here"
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": reply},
+             {"role": "user", "content": "Thanks"}, {"role": "assistant", "content": "Bye"}],
+            chat_template=template, tokenize=False)
+    except Exception:  # _render_chat reports templates that do not render
+        return
+    if reply not in text:
+        return
+    after = tokenizer.encode(text[text.index(reply) + len(reply):], add_special_tokens=False)
+    special = {tid for tid, token in tokenizer.added_tokens_decoder.items() if token.special}
+    if not after or after[0] not in special or after[0] == tokenizer.eos_token_id:
+        return
+    end, eos = tokenizer.convert_ids_to_tokens(after[0]), tokenizer.eos_token
+    key = f"datasets[{i}].train_on_eot" if "train_on_eot" in ds else f"datasets[{i}].train_on_eos"
+    check.warn(key, f"the chat template closes each assistant turn with {end!r}, not the eos_token {eos!r}, "
+               f"and eot_tokens is unset: Axolotl trains no end of turn (only {eos!r} where the template "
+               f"writes it), so the model is not taught to stop with {end!r} where serving stops; "
+               f"add `eot_tokens: [\"{end}\"]` (top level)")
+
+
 def _tokenize(check, i, ds, valid_cfg, tokenizer, records, data_path):
     """Axolotl's own prompt strategy on the records: trained tokens exist, lengths fit."""
     import datasets
@@ -620,6 +656,7 @@ def check_recipe(recipe, min_steps=MIN_STEPS):
         if str(ds.get("type", "")).split(":")[0] == "chat_template":
             line, record = records[0]
             _render_chat(check, i, ds, valid, tokenizer, record, ds["path"], line)
+            _check_turn_end(check, i, ds, valid, tokenizer)
         tokenized = _tokenize(check, i, ds, valid, tokenizer, records, ds["path"])
         if tokenized is not None:
             all_tokenized += tokenized

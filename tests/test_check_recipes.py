@@ -170,7 +170,7 @@ def test_cli_prints_the_steps(tmp_path, capsys):
     assert "1 of 1 recipe(s) ok" in capsys.readouterr().out
 
 
-# --- LoRA targets vs the base model's architecture ----------------------------------------------------
+# --- LoRA targets vs the base model's architecture, and the end of turn Axolotl trains -----------------
 
 CPU_CHARACTER = ROOT / "recipes/llama3-character-chat/lora-135m.yml"   # SmolLM2 (Llama), chat_template
 PHI3 = "microsoft/Phi-3-mini-4k-instruct"                               # the Phi-3.5-mini stand-in
@@ -215,3 +215,19 @@ def test_no_target_in_the_architecture_fails(tmp_path):
     errors = _errors(path)
     assert any(e.startswith(f"{path}:{_line(path, 'lora_target_modules')}: ") and "no module of LlamaForCausalLM"
                in e and "query, value" in e and "q_proj, k_proj, v_proj, o_proj" in e for e in errors)
+
+
+def test_phi3_copy_warns_that_no_end_of_turn_is_trained(tmp_path):
+    """Phi-3's template closes turns with <|end|>; its eos_token <|endoftext|> comes once, after the last
+    turn. Without eot_tokens Axolotl trains only that lone <|endoftext|>: the warning names the fix, and
+    with it (and Phi-3's own projection names, which vLLM serves) nothing is left to warn about."""
+    path = _broken(tmp_path, CPU_CHARACTER, lambda c: c.update(base_model=PHI3))
+    (warning,) = _warnings(check_recipes.check_recipe(path), "datasets[0].train_on_eos")
+    assert "'<|end|>'" in warning and "'<|endoftext|>'" in warning
+    assert 'eot_tokens: ["<|end|>"]' in warning
+    fixed = _broken(tmp_path, CPU_CHARACTER, lambda c: c.update(
+        base_model=PHI3, lora_target_modules=PHI3_TARGETS, eot_tokens=["<|end|>"]), name="fixed.yml")
+    report = check_recipes.check_recipe(fixed)
+    assert report.ok and not report.warnings, report.warnings + report.errors
+    # templates whose turn end is the eos token (SmolLM2's <|im_end|>) get no such warning
+    assert not _warnings(check_recipes.check_recipe(CPU_CHARACTER), "datasets[0].train_on_eos")
