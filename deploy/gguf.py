@@ -294,14 +294,41 @@ def convert_script():
     return Path(found[-1])
 
 
+# llama.cpp gives Phi-3's special tokens (<|system|>, <|user|>, <|assistant|>, <|end|>, ...) the rstrip that
+# Phi-3's tokenizer.json declares, which drops the "\n" the chat template writes after each of them as
+# transformers (and so Axolotl) drops it, only when the GGUF's general.name contains "phi-3" or "phi3"
+# (src/llama-vocab.cpp). convert_hf_to_gguf.py names the file after config.json's _name_or_path
+# ("Phi-3.5-mini-instruct" -> "Phi 3.5 Mini Instruct") or the folder ("merged" -> "Merged"): without a
+# name that matches, llama.cpp and Ollama feed a "\n" (and a lone "▁") after every marker, a prompt
+# the fine-tune never saw in training.
+NAME_MARKS = {"phi3": ("phi-3", "phi3")}  # model_type -> what llama.cpp looks for in general.name
+
+
+def llama_cpp_model_name(model_dir, config):
+    """--model-name for convert_hf_to_gguf.py where llama.cpp decides tokenization by general.name
+    (Phi-3 whose tokenizer.json rstrips its special tokens), else None (the converter's own name)."""
+    marks = NAME_MARKS.get(config.get("model_type"))
+    path = Path(model_dir) / "tokenizer.json"
+    if not marks or not path.is_file():
+        return None
+    if not any(t.get("special") and t.get("rstrip") for t in read_json(path).get("added_tokens", [])):
+        return None
+    name = Path(model_dir).resolve().name
+    return name if any(mark in name.lower() for mark in marks) else f"Phi-3 {name}"
+
+
 def convert_with_llama_cpp(model_dir, output, outtype, force=False):
     """Architectures other than Llama: llama.cpp's own converter, run as a subprocess with this Python
     (it imports the gguf-py next to it, which matches its own code), written to a temporary file."""
     script = convert_script()
     config_path = Path(model_dir) / "config.json"
-    print(f"gguf: {architecture(read_json(config_path))} through {script}", file=sys.stderr)
+    config = read_json(config_path)
+    print(f"gguf: {architecture(config)} through {script}", file=sys.stderr)
+    name = llama_cpp_model_name(model_dir, config)
     with atomic_path(output, force) as tmp:
         command = [sys.executable, str(script), str(model_dir), "--outtype", outtype, "--outfile", str(tmp)]
+        if name:
+            command += ["--model-name", name]
         proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "TQDM_DISABLE": "1"})
         if proc.returncode != 0 or not tmp.is_file():

@@ -60,6 +60,16 @@ UNSUPPORTED_FEATURES = {"alora_invocation_tokens": "Activated LoRA (aLoRA)", "la
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+# architectures whose checkpoints fuse projections vLLM's Llama code splits: their fused names are LoRA
+# targets there too (vllm/model_executor/models/phi3.py: packed_modules_mapping qkv_proj, gate_up_proj)
+FUSED_LORA_MODULES = {"Phi3ForCausalLM": ("qkv_proj", "gate_up_proj")}
+
+
+def lora_modules(arch=None):
+    """The module names vLLM replaces with LoRA layers for this architecture (Llama's, plus fused ones)."""
+    return LLAMA_LORA_MODULES + FUSED_LORA_MODULES.get(arch, ())
+
+
 def smallest_allowed_rank(rank):
     for allowed in ALLOWED_RANKS:
         if allowed >= rank:
@@ -212,10 +222,15 @@ def check_adapter(adapter_dir, max_lora_rank=None, base=None):
                         "'unexpected target modules') and only with the base vocabulary; releases since the "
                         "removal of LoRA extra vocabulary (v0.12) cannot add tokens this way. If loading fails, "
                         f"retrain with {', '.join(LLAMA_LORA_MODULES)} {MERGE_FIX}")
-    other = sorted(m for m in modules if m not in LLAMA_LORA_MODULES and m not in EMBEDDING_MODULES)
+    base_dir = _resolve_base(adapter_dir, config, base)
+    base_config = read_json(base_dir / "config.json") if base_dir is not None else {}
+    arch = (base_config.get("architectures") or ["?"])[0] if base_dir is not None else None
+    served = lora_modules(arch)
+    other = sorted(m for m in modules if m not in served and m not in EMBEDDING_MODULES)
     if other:
-        problems.append(f"LoRA on {', '.join(other)}: not a module vLLM replaces with a LoRA layer in Llama "
-                        f"models ({', '.join(LLAMA_LORA_MODULES)}). Fix: retrain with those targets {MERGE_FIX}")
+        kind = f"{arch}" if arch in FUSED_LORA_MODULES else "Llama models"
+        problems.append(f"LoRA on {', '.join(other)}: not a module vLLM replaces with a LoRA layer in {kind} "
+                        f"({', '.join(served)}). Fix: retrain with those targets {MERGE_FIX}")
 
     rank = max(ranks + tensor_ranks) if ranks + tensor_ranks else None
     if tensor_ranks and r and isinstance(r, int) and max(tensor_ranks) > max(ranks):
@@ -232,12 +247,10 @@ def check_adapter(adapter_dir, max_lora_rank=None, base=None):
         warnings.append(f"rank {rank} needs --max-lora-rank {needed} (vLLM's default is {DEFAULT_MAX_LORA_RANK})")
 
     # added tokens
-    base_dir = _resolve_base(adapter_dir, config, base)
     base_vocab = None
     if base_dir is not None:
-        base_vocab = read_json(base_dir / "config.json").get("vocab_size")
-        arch = (read_json(base_dir / "config.json").get("architectures") or ["?"])[0]
-        if "Llama" not in arch:
+        base_vocab = base_config.get("vocab_size")
+        if "Llama" not in arch and arch not in FUSED_LORA_MODULES:
             warnings.append(f"base architecture {arch}: the target module list checked is vLLM's for Llama models")
     added_path = adapter_dir / "added_tokens.json"
     if added_path.exists():

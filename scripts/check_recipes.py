@@ -11,9 +11,16 @@ For each recipe (default: every recipes/**/*.yml):
     known roles, roles_to_train present; alpaca: instruction/output); the chat template resolves
     and renders every message of the first record; Axolotl's own prompt strategy tokenizes the
     records with trained (unmasked) tokens; records longer than sequence_len are reported;
+  - LoRA targets exist: every name in lora_target_modules is a module of the base model's
+    architecture (built from its config.json on the meta device: the local dir, the hub cache, or the
+    stand-in); a warning lists the missing names and the model's linear layers (Phi-3 fuses q/k/v into
+    qkv_proj and gate/up into gate_up_proj), an error if none exists;
+  - the end of an assistant turn is trained: a chat template that closes turns with a special token
+    other than eos_token (Phi-3: <|end|>, its eos <|endoftext|> comes once, after the last turn) needs
+    eot_tokens, or Axolotl trains no turn end and the model is not taught the token serving stops on;
   - vLLM can serve the adapter: lora/qlora, no modules_to_save, no DoRA, lora_r in vLLM's ranks,
-    LoRA only on Llama projections vLLM replaces, no added tokens (special_tokens: only a pad token
-    that is already in the vocabulary);
+    LoRA only on projections vLLM replaces (Llama's; Phi-3's fused ones), no added tokens
+    (special_tokens: only a pad token that is already in the vocabulary);
   - DeepSpeed JSON / FSDP settings: referenced files exist and parse; FSDP is version 2 and any
     accelerate config next to the recipe (accelerate/*.yaml) agrees with the recipe's fsdp_config;
   - repo conventions: output_dir and dataset_prepared_path under outputs/.
@@ -39,7 +46,7 @@ from common.errors import InputError, cli
 from common.io import read_jsonl
 from common.models import stand_in_for
 from common.run import Run
-from deploy.vllm import ALLOWED_RANKS, LLAMA_LORA_MODULES
+from deploy.vllm import ALLOWED_RANKS, FUSED_LORA_MODULES, lora_modules
 from scripts.recipe_schema import Checker, Report, check_keys, validation_message
 
 # what `axolotl train` would see on one H100 (multi-GPU recipes: 4 of them)
@@ -75,8 +82,9 @@ def _check_conventions(check, cfg):
             check.error(key, f"{value!r}: repo convention is a path under outputs/ (relative to the repo root)")
 
 
-def _check_vllm(check, cfg):
+def _check_vllm(check, cfg, arch=None):
     """The adapter must be servable by vLLM as a LoRA module (deploy.vllm check applies the same rules)."""
+    served = lora_modules(arch)
     adapter = cfg.get("adapter")
     if adapter not in ("lora", "qlora"):
         check.error("adapter", f"{adapter!r}: recipes train LoRA adapters (lora or qlora) that vLLM can serve")
@@ -93,16 +101,16 @@ def _check_vllm(check, cfg):
         check.error("peft_use_dora", "vLLM cannot serve DoRA adapters")
     if cfg.get("lora_target_linear"):
         check.warn("lora_target_linear", "targets every linear layer; vLLM serves only "
-                   f"{', '.join(LLAMA_LORA_MODULES)} (list lora_target_modules instead)")
+                   f"{', '.join(served)} (list lora_target_modules instead)")
     targets = cfg.get("lora_target_modules")
     if isinstance(targets, str):
         targets = [targets]
     if not targets and not cfg.get("lora_target_linear"):
         check.error("lora_target_modules", "missing: list the projections to adapt")
     for module in targets or []:
-        if module not in LLAMA_LORA_MODULES:
+        if module not in served:
             check.error("lora_target_modules", f"{module!r}: vLLM serves LoRA only on "
-                        f"{', '.join(LLAMA_LORA_MODULES)} for Llama models")
+                        f"{', '.join(served)} for {arch if arch in FUSED_LORA_MODULES else 'Llama models'}")
     for key in ("tokens", "added_tokens_overrides"):
         if cfg.get(key):
             check.error(key, "new tokens grow the vocabulary: vLLM cannot serve such an adapter")
@@ -114,6 +122,92 @@ def _check_vllm(check, cfg):
                             "the vocabulary); other special tokens change what the model is served with")
     if cfg.get("lora_bias") not in (None, "none", False):
         check.error("lora_bias", "vLLM serves only adapters without bias")
+
+
+def _local_model(cfg):
+    """The local model dir for the recipe's base_model (its stand-in, or the dir itself), or None."""
+    base = cfg.get("base_model", "")
+    local = stand_in_for(base)
+    if local is None and _repo_path(base).is_dir():
+        local = _repo_path(base)
+    return local if local is not None and (Path(local) / "config.json").exists() else None
+
+
+def _config_source(cfg):
+    """(where the base model's config.json is read from, how it was found), or (None, why not): a local
+    dir as is; a hub id from the hub cache when it is there (offline), else from its local stand-in
+    (same architecture, shrunk: the same module names)."""
+    base = str(cfg.get("base_model", ""))
+    if (_repo_path(base) / "config.json").is_file():
+        return str(_repo_path(base)), "the local model"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(base, "config.json")
+    except Exception:  # not a repo id huggingface_hub accepts
+        cached = None
+    if isinstance(cached, str):
+        return str(Path(cached).parent), "the hub cache"
+    local = _local_model(cfg)
+    if local is not None:
+        return str(local), f"its stand-in {Path(local).name}"
+    return None, f"no config for {base!r} offline (not in the hub cache, no stand-in in common/models.py)"
+
+
+@lru_cache(maxsize=None)
+def model_modules(model_dir):
+    """(architecture, every module name, linear layer names in model order without lm_head) of the model
+    built from model_dir's config.json on the meta device: no weight is read or allocated."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    modules = dict(model.named_modules())
+    linear = dict.fromkeys(name.rsplit(".", 1)[-1] for name, module in modules.items()
+                           if isinstance(module, (torch.nn.Linear, Conv1D)))
+    linear.pop("lm_head", None)
+    return (config.architectures or [type(model).__name__])[0], tuple(n for n in modules if n), tuple(linear)
+
+
+def _target_found(target, names):
+    """PEFT's rule for a list entry: it names a module, or the end of its dotted name."""
+    return any(name == target or name.endswith("." + target) for name in names)
+
+
+def _check_targets(check, cfg):
+    """lora_target_modules names modules of the base model's architecture; returns the architecture
+    (None when its config cannot be read offline)."""
+    source, how = _config_source(cfg)
+    if source is None:
+        check.report.notes.append(f"LoRA target modules not checked: {how}")
+        return None
+    try:
+        arch, names, linear = model_modules(source)
+    except Exception as err:  # an architecture transformers cannot build
+        check.report.notes.append(f"LoRA target modules not checked: {source}: {type(err).__name__}: {err}")
+        return None
+    targets = cfg.get("lora_target_modules")
+    if cfg.get("lora_target_linear") or not targets:
+        return arch
+    if isinstance(targets, str):  # PEFT matches a string as one regex over the full module names
+        if not any(re.fullmatch(targets, name) for name in names):
+            check.error("lora_target_modules", f"{targets!r} matches no module of {arch} (read from {how}); "
+                        f"its linear layers: {', '.join(linear)}")
+        return arch
+    missing = [t for t in targets if not isinstance(t, str) or not _target_found(t, names)]
+    if not missing:
+        return arch
+    shown, layers = ", ".join(map(str, missing)), f"its linear layers are {', '.join(linear)}"
+    if len(missing) == len(targets):
+        check.error("lora_target_modules", f"no module of {arch} (read from {how}) is named {shown}: "
+                    f"PEFT finds no target; {layers}")
+    else:
+        check.warn("lora_target_modules", f"{shown} not in {arch} (read from {how}): LoRA adapts none of "
+                   f"{'them' if len(missing) > 1 else 'it'}; {layers} (list those names instead)")
+    return arch
 
 
 def _check_distributed(check, recipe, cfg):
@@ -226,10 +320,8 @@ def _axolotl(check, cfg, multi_gpu):
             for key, message in validation_message(err):
                 check.error(key, f"Axolotl rejects the config: {message}")
             return None, None
-        local = stand_in_for(cfg.get("base_model", ""))
-        if local is None and _repo_path(cfg.get("base_model", "")).is_dir():
-            local = _repo_path(cfg["base_model"])
-        if local is None or not (Path(local) / "config.json").exists():
+        local = _local_model(cfg)
+        if local is None:
             check.error("base_model", f"no local stand-in for {cfg.get('base_model')!r} "
                         "(common/models.py; run scripts/setup.sh to build them)")
             return valid, None
@@ -352,6 +444,39 @@ def _render_chat(check, i, ds, valid_cfg, tokenizer, record, data_path, line):
         if str(m["content"]).strip() not in text:
             check.error(f"{key}.roles", f"the chat template drops a {m['role']!r} message of {data_path}:{line}")
             return
+
+
+def _check_turn_end(check, i, ds, valid_cfg, tokenizer):
+    """Axolotl trains the end of an assistant turn (train_on_eos / train_on_eot, default "turn") on
+    eot_tokens, which default to the tokenizer's eos_token. A template that closes every turn with
+    another special token (Phi-3: <|end|>; its eos <|endoftext|> is written once, after the last turn)
+    then gets no turn end trained, only a lone eos after the last reply, while serving stops on the
+    template's token: eot_tokens must name it."""
+    from axolotl.utils.chat_templates import get_chat_template_from_config
+
+    if valid_cfg.get("eot_tokens") or (ds.get("train_on_eot") or ds.get("train_on_eos") or "turn") == "none":
+        return
+    try:
+        template = get_chat_template_from_config(cfg=valid_cfg, ds_cfg=dict(ds), tokenizer=tokenizer)
+        reply = "Reply text that ends here"
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": reply},
+             {"role": "user", "content": "Thanks"}, {"role": "assistant", "content": "Bye"}],
+            chat_template=template, tokenize=False)
+    except Exception:  # _render_chat reports templates that do not render
+        return
+    if reply not in text:
+        return
+    after = tokenizer.encode(text[text.index(reply) + len(reply):], add_special_tokens=False)
+    special = {tid for tid, token in tokenizer.added_tokens_decoder.items() if token.special}
+    if not after or after[0] not in special or after[0] == tokenizer.eos_token_id:
+        return
+    end, eos = tokenizer.convert_ids_to_tokens(after[0]), tokenizer.eos_token
+    key = f"datasets[{i}].train_on_eot" if "train_on_eot" in ds else f"datasets[{i}].train_on_eos"
+    check.warn(key, f"the chat template closes each assistant turn with {end!r}, not the eos_token {eos!r}, "
+               f"and eot_tokens is unset: Axolotl trains no end of turn (only {eos!r} where the template "
+               f"writes it), so the model is not taught to stop with {end!r} where serving stops; "
+               f"add `eot_tokens: [\"{end}\"]` (top level)")
 
 
 def _tokenize(check, i, ds, valid_cfg, tokenizer, records, data_path):
@@ -486,7 +611,8 @@ def check_recipe(recipe, min_steps=MIN_STEPS):
 
     check_keys(check, cfg)
     _check_conventions(check, cfg)
-    _check_vllm(check, cfg)
+    arch = _check_targets(check, cfg)
+    _check_vllm(check, cfg, arch)
     _check_distributed(check, recipe, cfg)
     if cfg.get("adapter") == "qlora" or cfg.get("load_in_4bit"):
         check.warn("adapter", "QLoRA: merge the adapter into the unquantized 16-bit base "
@@ -530,6 +656,7 @@ def check_recipe(recipe, min_steps=MIN_STEPS):
         if str(ds.get("type", "")).split(":")[0] == "chat_template":
             line, record = records[0]
             _render_chat(check, i, ds, valid, tokenizer, record, ds["path"], line)
+            _check_turn_end(check, i, ds, valid, tokenizer)
         tokenized = _tokenize(check, i, ds, valid, tokenizer, records, ds["path"])
         if tokenized is not None:
             all_tokenized += tokenized

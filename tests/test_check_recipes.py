@@ -168,3 +168,66 @@ def test_cli_prints_the_steps(tmp_path, capsys):
     assert "packed at" in capsys.readouterr().out
     check_recipes.main([str(packed), "--min-steps", "5"])
     assert "1 of 1 recipe(s) ok" in capsys.readouterr().out
+
+
+# --- LoRA targets vs the base model's architecture, and the end of turn Axolotl trains -----------------
+
+CPU_CHARACTER = ROOT / "recipes/llama3-character-chat/lora-135m.yml"   # SmolLM2 (Llama), chat_template
+PHI3 = "microsoft/Phi-3-mini-4k-instruct"                               # the Phi-3.5-mini stand-in
+PHI3_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+
+
+def _warnings(report, field):
+    return [str(w) for w in report.warnings if f"field '{field}'" in str(w)]
+
+
+def _line(path, key):
+    return next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith(f"{key}:"))
+
+
+def test_phi3_copy_warns_about_targets_its_architecture_lacks(tmp_path):
+    """The recipe's Llama projections on Phi-3, which fuses q/k/v and gate/up: LoRA would adapt only
+    o_proj and down_proj. A warning (some targets exist), naming the file, the line, the missing names
+    and the model's own linear layers (built from the stand-in's config on the meta device)."""
+    path = _broken(tmp_path, CPU_CHARACTER, lambda c: c.update(base_model=PHI3))
+    report = check_recipes.check_recipe(path)
+    assert report.ok, report.errors
+    (warning,) = _warnings(report, "lora_target_modules")
+    assert warning.startswith(f"{path}:{_line(path, 'lora_target_modules')}: ")
+    missing, _, real = warning.partition(" not in Phi3ForCausalLM")
+    assert missing.endswith("q_proj, k_proj, v_proj, gate_proj, up_proj") and "o_proj" not in missing
+    assert all(name in real for name in PHI3_TARGETS)
+
+
+def test_llama_recipes_and_target_linear_do_not_warn(tmp_path):
+    for recipe in (CPU_CHARACTER, CHARACTER):  # SmolLM2's own dir; Llama 3.1's hub id -> its stand-in
+        report = check_recipes.check_recipe(recipe)
+        assert report.ok and not _warnings(report, "lora_target_modules"), report.warnings
+    def linear(cfg):
+        cfg.update(base_model=PHI3, lora_target_linear=True)
+        cfg.pop("lora_target_modules")
+    report = check_recipes.check_recipe(_broken(tmp_path, CPU_CHARACTER, linear))
+    assert report.ok and not _warnings(report, "lora_target_modules"), report.warnings
+
+
+def test_no_target_in_the_architecture_fails(tmp_path):
+    path = _broken(tmp_path, CPU_CHARACTER, lambda c: c.update(lora_target_modules=["query", "value"]))
+    errors = _errors(path)
+    assert any(e.startswith(f"{path}:{_line(path, 'lora_target_modules')}: ") and "no module of LlamaForCausalLM"
+               in e and "query, value" in e and "q_proj, k_proj, v_proj, o_proj" in e for e in errors)
+
+
+def test_phi3_copy_warns_that_no_end_of_turn_is_trained(tmp_path):
+    """Phi-3's template closes turns with <|end|>; its eos_token <|endoftext|> comes once, after the last
+    turn. Without eot_tokens Axolotl trains only that lone <|endoftext|>: the warning names the fix, and
+    with it (and Phi-3's own projection names, which vLLM serves) nothing is left to warn about."""
+    path = _broken(tmp_path, CPU_CHARACTER, lambda c: c.update(base_model=PHI3))
+    (warning,) = _warnings(check_recipes.check_recipe(path), "datasets[0].train_on_eos")
+    assert "'<|end|>'" in warning and "'<|endoftext|>'" in warning
+    assert 'eot_tokens: ["<|end|>"]' in warning
+    fixed = _broken(tmp_path, CPU_CHARACTER, lambda c: c.update(
+        base_model=PHI3, lora_target_modules=PHI3_TARGETS, eot_tokens=["<|end|>"]), name="fixed.yml")
+    report = check_recipes.check_recipe(fixed)
+    assert report.ok and not report.warnings, report.warnings + report.errors
+    # templates whose turn end is the eos token (SmolLM2's <|im_end|>) get no such warning
+    assert not _warnings(check_recipes.check_recipe(CPU_CHARACTER), "datasets[0].train_on_eos")

@@ -385,3 +385,16 @@ def test_the_server_renders_chat_with_the_template_the_adapters_trained_with(tmp
     assert template_of(bos, none) == str(tmp_path / "bos" / "chat_template.jinja")
     capsys.readouterr()
     assert template_of(bos, same) is None and "different chat templates" in capsys.readouterr().err
+
+
+def test_phi3_fused_projections_are_servable(tmp_path, capsys):
+    """vLLM's Phi-3 (Llama code with packed qkv_proj / gate_up_proj) serves LoRA on Phi-3's own names."""
+    from common.models import PHI35, local_model
+
+    phi3 = local_model(PHI35)
+    model = AutoModelForCausalLM.from_pretrained(str(phi3))
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])
+    get_peft_model(model, config).save_pretrained(str(tmp_path / "phi3"))
+    result = vllm.check_adapter(tmp_path / "phi3", base=phi3)
+    assert not result["problems"] and not result["warnings"], result
+    assert result["modules"] == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
