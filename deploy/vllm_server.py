@@ -80,7 +80,7 @@ class Server:
     """
 
     def __init__(self, argv, log_path, host="127.0.0.1", port=8000, timeout=300, runtime_lora=False,
-                 progress=sys.stderr, env=None):
+                 progress="stderr", env=None):
         self.argv, self.log_path, self.timeout = list(argv), Path(log_path), timeout
         self.base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         self.env, self.progress, self.proc = server_env(runtime_lora, env), progress, None
@@ -118,12 +118,13 @@ class Server:
         """One updating line on a terminal; in a log, a line every 10 s (and the final one)."""
         if self.progress is None:
             return
-        if end == "\r" and not self.progress.isatty():
+        stream = sys.stderr if self.progress == "stderr" else self.progress  # the stderr of the moment
+        if end == "\r" and not stream.isatty():
             self._ticks += 1
             if (self._ticks - 1) % 10:
                 return
             end = "\n"
-        print(text.ljust(78), end=end, file=self.progress, flush=True)
+        print(text.ljust(78), end=end, file=stream, flush=True)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -7,7 +7,8 @@
   the fixes its warnings name, as a user would), `recipe train --cpu`, `recipe merge`, `recipe gguf`
   (llama.cpp's convert_hf_to_gguf.py for these architectures), load the GGUF in llama.cpp and generate,
   `recipe ollama`; the chat prompt llama.cpp, the Modelfile (Ollama) and transformers feed is the
-  sequence Axolotl trained, token for token, and the trained span after it is the reply.
+  sequence Axolotl trained, token for token, as is what a real vLLM server serving the merged model feeds;
+  and the trained span after it is the reply.
 """
 import re
 import shutil
@@ -152,6 +153,21 @@ def check_warnings(capsys, copy):
 
 
 @pytest.mark.slow
+def served_prompts_are_trained(merged, wants, asked, name, tmp_path):
+    """vLLM serving the merged model feeds each chat the prefix Axolotl trained."""
+    from deploy import vllm
+    from deploy.vllm_server import Server, free_port, vllm_python
+    from tests.test_token_parity import vllm_prompt_ids
+
+    assert vllm_python(), "vLLM is not installed: scripts/setup.sh installs it into .cache/vllm"
+    port = free_port()
+    argv, _, _ = vllm.serve_argv(merged=str(merged), port=port, served_model_name="m", check=False,
+                                 extra=["--max-model-len", "512", "--enforce-eager"])
+    with Server(argv, tmp_path / "vllm.log", port=port, timeout=240) as server:
+        for i, (want, messages) in enumerate(zip(wants, asked)):
+            assert vllm_prompt_ids(server.base_url, "m", messages) == want, f"{name} conversation {i}: vLLM"
+
+
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_recipe_end_to_end(name, tmp_path, capsys):
     from llama_cpp import Llama
@@ -213,6 +229,8 @@ def test_recipe_end_to_end(name, tmp_path, capsys):
                 got["ollama"] = ollama_ids[i]
             for path, ids in got.items():
                 assert ids == want, f"{name} conversation {i}: {path} feeds {ids}, trained {want}"
+        served_prompts_are_trained(run.merged_dir, [t["input_ids"][:last_reply_start(t)] for t in trained],
+                                   asked, name, tmp_path)
         ollama_go.binary()  # the Ollama path needs Go: skip (or fail where set-up installs it) without it
     finally:
         shutil.rmtree(run.run_dir.parent, ignore_errors=True)
