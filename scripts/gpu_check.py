@@ -1,7 +1,7 @@
 """Check a recipe on this machine's GPU before a long run: a few real training steps, measured.
 
   python -m scripts.gpu_check RECIPE [--steps 20] [--warmup 3] [--random-weights [--layers N]]
-                              [--out DIR] [--peak-tflops X] [--cpu] [--force]
+                              [--engine axolotl|peft] [--out DIR] [--peak-tflops X] [--cpu] [--force]
 
 Runs the recipe as it is, with Axolotl's real launcher (`accelerate launch -m axolotl.cli.train`,
 through common.axolotl_train), for --steps optimizer steps with evaluation and checkpoints off, and
@@ -17,6 +17,10 @@ reports, as gpu_check.json and gpu_check.md in --out (default outputs/gpu_check/
                   under packing). Recomputation by gradient checkpointing is not counted (as in MFU).
   packing         real tokens / token positions fed: 1.0 is no padding at all
 
+--engine peft: the same measurements without Axolotl (a machine with torch, transformers and peft only):
+the recipe's base model, dtype, 4/8-bit loading, LoRA (r, alpha, dropout, targets), gradient
+checkpointing, AdamW at its learning rate, micro batches of micro_batch_size x sequence_len random
+tokens (full rows, as packed data fills them), gradient_accumulation_steps per step; SDPA attention.
 --random-weights: the base model at its real shape with random weights (for a machine that cannot
 download them): its config from scripts.memory's ARCHITECTURES, the tokenizer of its local stand-in;
 --layers N keeps N decoder layers (the estimate follows). --cpu: the smoke form on this machine
@@ -145,6 +149,61 @@ def launch(config_path, cpu, log_path):
         return proc.wait()
 
 
+def peft_steps(cfg, steps, metrics_path):
+    """--engine peft: the recipe's LoRA training step with transformers + peft alone, measured by the same
+    Recorder as the Axolotl run (see the module docstring). Returns the number of trainable parameters."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    from common.train_metrics import Recorder
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.float32
+    if cuda and cfg.get("bf16") in (True, "auto"):
+        dtype = torch.bfloat16
+    elif cuda and cfg.get("fp16"):
+        dtype = torch.float16
+    kwargs = {"dtype": dtype, "attn_implementation": "sdpa"}
+    kbit = bool(cfg.get("load_in_4bit") or cfg.get("load_in_8bit"))
+    if kbit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=bool(cfg.get("load_in_4bit")), load_in_8bit=bool(cfg.get("load_in_8bit")),
+            bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(cfg["base_model"], device_map={"": 0} if cuda else None, **kwargs)
+    checkpointing = bool(cfg.get("gradient_checkpointing"))
+    if kbit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    targets = "all-linear" if cfg.get("lora_target_linear") else cfg.get("lora_target_modules")
+    model = get_peft_model(model, LoraConfig(r=int(cfg.get("lora_r") or 8), lora_alpha=int(cfg.get("lora_alpha") or 16),
+                                             lora_dropout=float(cfg.get("lora_dropout") or 0.0),
+                                             target_modules=targets, task_type="CAUSAL_LM"))
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable,
+                                  lr=float(cfg.get("learning_rate") or 2e-4))
+    shape = (int(cfg.get("micro_batch_size") or 1), int(cfg.get("sequence_len") or 2048))
+    accumulation = int(cfg.get("gradient_accumulation_steps") or 1)
+    generator = torch.Generator().manual_seed(0)
+    recorder = Recorder(metrics_path)
+    recorder.begin_training(model)
+    for step in range(1, steps + 1):
+        recorder.begin_step()
+        for _ in range(accumulation):
+            ids = torch.randint(0, model.config.vocab_size, shape, generator=generator).to(model.device)
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss / accumulation
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        recorder.end_step(step, step * accumulation * ids.numel())
+        print(f"step {step}/{steps}  loss {loss.item() * accumulation:.4f}", flush=True)
+    return sum(p.numel() for p in trainable)
+
+
 def flops_per_token(est, context):
     arch = memory.arch_for(est["base_model"])
     frozen = arch.linear_params() + arch.vocab * arch.hidden  # decoder projections and lm_head
@@ -194,7 +253,7 @@ def markdown(report, recipe):
 
 
 def check(recipe, steps=20, warmup=3, out=None, random_weights=False, layers=None, cpu=False,
-          tflops=None, force=False):
+          tflops=None, force=False, engine="axolotl"):
     """Run the check; returns the report dict (also written as JSON and Markdown under out)."""
     run = Run.load(recipe)
     out = Path(out or ROOT / "outputs" / "gpu_check" / run.path.parent.name / run.path.stem)
@@ -219,13 +278,20 @@ def check(recipe, steps=20, warmup=3, out=None, random_weights=False, layers=Non
     with atomic_open(config_path, force=True) as fh:
         yaml.safe_dump(cfg, fh, sort_keys=False)
     print(f"gpu_check: {run.path}, {steps} steps -> {config_path}", file=sys.stderr)
-    rc = launch(config_path, cpu, out / "train.log")
-    if rc != 0:
-        raise StepError(f"gpu_check: training exited with {rc}; see {out / 'train.log'}")
     from common.train_metrics import FILE
 
+    rc, trainable = 0, None
+    if engine == "peft":
+        trainable = peft_steps(cfg, steps, out / "run" / FILE)
+    else:
+        rc = launch(config_path, cpu, out / "train.log")
+    if rc != 0:
+        raise StepError(f"gpu_check: training exited with {rc}; see {out / 'train.log'}")
     rows = [row for _, row in read_jsonl(out / "run" / FILE)]
-    report = {"recipe": str(run.path), **summarize(rows, cfg, warmup, device, tflops)}
+    report = {"recipe": str(run.path), "engine": engine, **summarize(rows, cfg, warmup, device, tflops)}
+    if trainable is not None:
+        report["trainable_params"] = trainable  # PEFT's count, beside the estimate's
+        report["trainable_params_estimate"] = memory.estimate(cfg)["trainable_params"]
     with atomic_open(out / "gpu_check.json", force=True) as fh:
         json.dump(report, fh, indent=2)
     with atomic_open(out / "gpu_check.md", force=True) as fh:
@@ -250,13 +316,15 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, help="with --random-weights: keep this many decoder layers")
     parser.add_argument("--peak-tflops", type=float, help="the card's peak dense bf16 TFLOP/s (default: by its name)")
     parser.add_argument("--out", help="default outputs/gpu_check/<recipe folder>/<recipe file>")
+    parser.add_argument("--engine", choices=("axolotl", "peft"), default="axolotl",
+                        help="peft: transformers + peft alone, random tokens (no Axolotl on the machine)")
     parser.add_argument("--cpu", action="store_true", help="smoke form on this machine's CPU (stand-in model)")
     parser.add_argument("--force", action="store_true", help="replace an earlier report")
     args = parser.parse_args(argv)
     if args.layers and not args.random_weights:
         parser.error("--layers needs --random-weights")
     report = check(args.recipe, args.steps, args.warmup, args.out, args.random_weights, args.layers, args.cpu,
-                   args.peak_tflops, args.force)
+                   args.peak_tflops, args.force, args.engine)
     print(markdown(report, report["recipe"]))
     return 0
 

@@ -126,3 +126,16 @@ def test_random_weights_model_loads_with_its_stand_ins_tokenizer(tmp_path, monke
     assert ours.chat_template == stand_in.chat_template and ours("Hello there").input_ids == \
         stand_in("Hello there").input_ids
     assert gpu_check.build_twin(hub_id, layers=1) == out and not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_peft_engine_runs_the_recipes_shape_without_axolotl(tmp_path):
+    """--engine peft (for a GPU machine without Axolotl): full rows of micro_batch_size x sequence_len,
+    gradient_accumulation_steps of them per step, LoRA on the recipe's targets only."""
+    run = Run.load(ROOT / "recipes/tinyllama-qa/lora-1.1b.yml")
+    report = gpu_check.check(run.path, steps=2, warmup=1, out=tmp_path, cpu=True, engine="peft")
+    cfg = run.cfg
+    per_step = cfg["micro_batch_size"] * cfg["sequence_len"] * cfg["gradient_accumulation_steps"]
+    assert report["engine"] == "peft" and report["steps"] == 2 and report["tokens_per_step"] == per_step
+    assert report["packing_efficiency"] == 1.0 and report["tokens_per_s"] > 0
+    assert report["flops_per_token"] > 0 and json.loads((tmp_path / "gpu_check.json").read_text()) == report
+    assert report["trainable_params"] == report["trainable_params_estimate"] > 0  # PEFT's count = scripts.memory's
