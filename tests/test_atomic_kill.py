@@ -194,6 +194,7 @@ WRITERS = {
                         "dir/adapter_config.json"),
     "scripts.quickstart": (["--output-dir", "{out}", "--max-steps", "1"], "dir"),
     "scripts.results": (["--out", "{out}", "--only", "rpg"], "dir/results.json"),
+    "scripts.gpu_check": (["recipes/tinyllama-qa/lora-1.1b.yml", "--cpu", "--out", "{out}"], "dir/gpu_check.json"),
 }
 
 
