@@ -152,7 +152,6 @@ def check_warnings(capsys, copy):
     return {m.group(1) for m in re.finditer(r"(?m)^warning: .*? field ('[^']+')", out)}
 
 
-@pytest.mark.slow
 def served_prompts_are_trained(merged, wants, asked, name, tmp_path):
     """vLLM serving the merged model feeds each chat the prefix Axolotl trained."""
     from deploy import vllm
@@ -168,6 +167,7 @@ def served_prompts_are_trained(merged, wants, asked, name, tmp_path):
             assert vllm_prompt_ids(server.base_url, "m", messages) == want, f"{name} conversation {i}: vLLM"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_recipe_end_to_end(name, tmp_path, capsys):
     from llama_cpp import Llama
