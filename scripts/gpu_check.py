@@ -210,14 +210,15 @@ def flops_per_token(est, context):
     return round(4 * frozen + 6 * est["trainable_params"] + 12 * arch.layers * arch.q_dim * context)
 
 
-def summarize(rows, cfg, warmup, device=None, tflops=None):
-    """The report dict from step_metrics rows, the run's config and the device."""
+def summarize(rows, cfg, warmup, device=None, tflops=None, num_gpus=None):
+    """The report dict from step_metrics rows, the run's config and the device (num_gpus: the GPUs a
+    DeepSpeed/FSDP run shards over, for the estimate)."""
     if not rows:
         raise StepError("gpu_check: the run wrote no step metrics")
     measured = rows[warmup:] if len(rows) > warmup else rows[-1:]
     seconds = sum(r["seconds"] for r in measured)
     tokens = sum(r["tokens"] for r in measured)
-    est = memory.estimate(cfg)
+    est = memory.estimate(cfg, num_gpus=num_gpus)
     context = sum(r["tokens"] for r in rows) / max(sum(r["rows"] for r in rows), 1)
     report = {
         "base_model": cfg["base_model"], "device": device or "cpu", "steps": len(rows),
@@ -229,6 +230,7 @@ def summarize(rows, cfg, warmup, device=None, tflops=None):
         "packing_efficiency": round(sum(r["tokens"] for r in rows) / max(sum(r["slots"] for r in rows), 1), 4),
         "flops_per_token": flops_per_token(est, context),
         "estimate_gib": est["total_gib"],
+        "trainable_params_estimate": est["trainable_params"],
     }
     if "device_used_gib" in rows[-1]:
         for key in ("peak_allocated_gib", "peak_reserved_gib", "device_used_gib"):
@@ -258,13 +260,13 @@ def check(recipe, steps=20, warmup=3, out=None, random_weights=False, layers=Non
     run = Run.load(recipe)
     out = Path(out or ROOT / "outputs" / "gpu_check" / run.path.parent.name / run.path.stem)
     check_output(out / "gpu_check.json", force)
-    device = None
+    device = num_gpus = None
     if not cpu:
         import torch
 
         if not torch.cuda.is_available():
             raise StepError("gpu_check: no CUDA device here (use --cpu for the smoke form)")
-        device = torch.cuda.get_device_name(0)
+        device, num_gpus = torch.cuda.get_device_name(0), torch.cuda.device_count()
         if not random_weights and not Path(run.base_model).is_dir() and not _cached(run.base_model):
             raise InputError(f"{run.base_model} is neither a local directory nor in the Hugging Face cache: "
                              "download it, or pass --random-weights", run.path, run.line("base_model"),
@@ -288,10 +290,9 @@ def check(recipe, steps=20, warmup=3, out=None, random_weights=False, layers=Non
     if rc != 0:
         raise StepError(f"gpu_check: training exited with {rc}; see {out / 'train.log'}")
     rows = [row for _, row in read_jsonl(out / "run" / FILE)]
-    report = {"recipe": str(run.path), "engine": engine, **summarize(rows, cfg, warmup, device, tflops)}
+    report = {"recipe": str(run.path), "engine": engine, **summarize(rows, cfg, warmup, device, tflops, num_gpus)}
     if trainable is not None:
         report["trainable_params"] = trainable  # PEFT's count, beside the estimate's
-        report["trainable_params_estimate"] = memory.estimate(cfg)["trainable_params"]
     with atomic_open(out / "gpu_check.json", force=True) as fh:
         json.dump(report, fh, indent=2)
     with atomic_open(out / "gpu_check.md", force=True) as fh:
