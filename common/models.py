@@ -6,6 +6,7 @@ TINYLLAMA = "tinyllama-stand-in"
 LLAMA31 = "llama3.1-stand-in"
 QWEN25 = "qwen2.5-stand-in"
 PHI35 = "phi3.5-mini-stand-in"
+GEMMA4 = "gemma4-e2b-stand-in"
 
 # hub id fragment (lower case) -> local model that stands in for it on CPU
 STAND_INS = {
@@ -15,6 +16,7 @@ STAND_INS = {
     "llama-3-8b": LLAMA31,
     "qwen2": QWEN25,  # Qwen2 and Qwen2.5 (Qwen/Qwen2.5-0.5B-Instruct): one architecture and tokenizer
     "phi-3": PHI35,  # Phi-3 and Phi-3.5 mini (microsoft/Phi-3-mini-4k-instruct, microsoft/Phi-3.5-mini-instruct)
+    "gemma-4": GEMMA4,  # Gemma 4 (google/gemma-4-E2B-it): its language model, Gemma4ForCausalLM
 }
 
 

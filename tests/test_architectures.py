@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 
 from common import ROOT
-from common.models import PHI35, QWEN25, local_model, stand_in_for
+from common.models import GEMMA4, PHI35, QWEN25, local_model, stand_in_for
 from scripts.build_models import llama_cpp_dir
 
 # name -> (hub id a user writes in base_model, stand-in, llama.cpp vocab GGUF, GGUF architecture)
 ARCHS = {
     "qwen2": ("Qwen/Qwen2.5-0.5B-Instruct", QWEN25, "ggml-vocab-qwen2.gguf", "qwen2"),
     "phi3": ("microsoft/Phi-3-mini-4k-instruct", PHI35, "ggml-vocab-phi-3.gguf", "phi3"),
+    "gemma": ("google/gemma-4-E2B-it", GEMMA4, "ggml-vocab-gemma-4.gguf", "gemma4"),
 }
 RECIPE = "recipes/llama3-character-chat/lora-135m.yml"  # CPU recipe, data in the repo, tokenizer_default
 # what `recipe check` warns about on a copy (key in its warning -> the edit the warning names, made as a
@@ -32,6 +33,7 @@ RECIPE = "recipes/llama3-character-chat/lora-135m.yml"  # CPU recipe, data in th
 # trains no end of turn, only a lone <|endoftext|> after the last reply
 FIXES = {
     "qwen2": {},
+    "gemma": {"'datasets[0].train_on_eos'": ("eot_tokens", '["<turn|>"]')},
     "phi3": {"'lora_target_modules'": ("lora_target_modules", "[qkv_proj, o_proj, gate_up_proj, down_proj]"),
              "'datasets[0].train_on_eos'": ("eot_tokens", '["<|end|>"]')},
 }
