@@ -2,8 +2,9 @@
 
 The chat template family is found by rendering probe conversations with the HF tokenizer's own
 template (tokenizer.apply_chat_template) and comparing them with what Ollama would build from
-each known family's Go TEMPLATE: ChatML (SmolLM2, Qwen), Zephyr (TinyLlama-Chat), Phi-3 and Llama 3
-(3.0 and 3.1, including 3.1's fixed "Cutting Knowledge Date" system preamble). The comparison uses
+each known family's Go TEMPLATE: ChatML (SmolLM2, Qwen), Zephyr (TinyLlama-Chat), Phi-3, Llama 3
+(3.0 and 3.1, including 3.1's fixed "Cutting Knowledge Date" system preamble) and Gemma 4 (its
+assistant turns are "model" turns). The comparison uses
 the TEMPLATE's meaning written in Python (ChatTemplate.render: no Go needed here); the tests execute
 the TEMPLATE text itself with Go's text/template and check it renders the same. A family is only
 accepted when every probe renders identically; otherwise the tool stops with an error instead
@@ -96,9 +97,22 @@ class Family:
     header: str          # text before a message's content, with {role}
     end: str             # text after a finished message
     stops: tuple
+    roles: tuple = ()    # (role, the name the template writes for it) pairs: Gemma's "model" for assistant
+
+    def role_name(self, role):
+        return dict(self.roles).get(role, role)
 
     def head(self, role):
-        return self.header.replace("{role}", role)
+        return self.header.replace("{role}", self.role_name(role))
+
+    @property
+    def go_role(self):
+        """The TEMPLATE's text for a message's role."""
+        if not self.roles:
+            return "{{ .Role }}"
+        branches = "".join(f'{"if" if i == 0 else " else if"} eq .Role {json.dumps(role)} }}}}{_literal(name)}{{{{'
+                           for i, (role, name) in enumerate(self.roles))
+        return "{{ " + branches + " else }}{{ .Role }}{{ end }}"
 
 
 FAMILIES = (
@@ -108,6 +122,10 @@ FAMILIES = (
            ("<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>")),
     Family("phi3", "Phi-3", "<|{role}|>\n", "<|end|>\n", ("<|end|>", "<|user|>", "<|assistant|>", "<|system|>",
                                                          "<|endoftext|>")),
+    # Gemma 4 (E2B/E4B: no empty thought block after the generation prompt when thinking is off; Ollama's
+    # own Gemma4Renderer, model/renderers/gemma4.go, renders these turns the same way for text chats)
+    Family("gemma4", "Gemma 4", "<|turn>{role}\n", "<turn|>\n", ("<turn|>", "<|turn>"),
+           roles=(("assistant", "model"),)),
 )
 FAMILY_NAMES = {f.name: f for f in FAMILIES}
 
@@ -136,7 +154,7 @@ class ChatTemplate:
     def text(self):
         family, preamble = self.family, self.preamble
         before, _, after = family.header.partition("{role}")
-        role_head = _literal(before) + "{{ .Role }}" + _literal(after)
+        role_head = _literal(before) + family.go_role + _literal(after)
         lines = ["{{- range $i, $_ := .Messages }}",
                  "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
         if self.always_system:

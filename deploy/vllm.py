@@ -366,6 +366,11 @@ def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000,
     elif max_lora_rank is not None:
         raise InputError("--max-lora-rank only applies with --adapter")
     info["served"] = [served_model_name or model] + [a["name"] for a in info["adapters"]]
+    if not any(a.startswith("--chat-template-content-format") for a in extra):
+        # message content handed to the template as the string Axolotl trained on: left to "auto", vLLM
+        # passes [{"type": "text", ...}] parts to a template that loops over parts (Gemma 4's), which
+        # renders them differently (a system part gets a trailing space: another prompt than trained)
+        argv += ["--chat-template-content-format", "string"]
     argv += list(extra)
     return argv, key_index, info
 

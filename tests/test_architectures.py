@@ -1,9 +1,10 @@
-"""Architectures beside Llama (issue 14 item 4): Qwen2 and Phi-3 stand-ins built from llama.cpp's vocab GGUFs.
+"""Architectures beside Llama (issue 14 item 4): Qwen2, Phi-3 and Gemma 4 stand-ins built from llama.cpp's vocab GGUFs.
 
 - The stand-in tokenizers tokenize llama.cpp's own test cases (the .inp/.out files beside each vocab GGUF)
   exactly as llama.cpp does; so does Phi-3's tokenizer.model, which llama.cpp's converter reads.
 - End to end (slow): `recipe cp` a CPU recipe, change only base_model to the hub id, then `recipe check`
-  (it passes; on Phi-3 it warns about the LoRA targets and the untrained end of turn, and the copy gets
+  (it passes; on Phi-3 it warns about the LoRA targets and the untrained end of turn, on Gemma 4 about the
+  untrained end of turn (eos <eos>, turns end <turn|>), and the copy gets
   the fixes its warnings name, as a user would), `recipe train --cpu`, `recipe merge`, `recipe gguf`
   (llama.cpp's convert_hf_to_gguf.py for these architectures), load the GGUF in llama.cpp and generate,
   `recipe ollama`; the chat prompt llama.cpp, the Modelfile (Ollama) and transformers feed is the
@@ -17,21 +18,24 @@ from pathlib import Path
 import pytest
 
 from common import ROOT
-from common.models import PHI35, QWEN25, local_model, stand_in_for
+from common.models import GEMMA4, PHI35, QWEN25, local_model, stand_in_for
 from scripts.build_models import llama_cpp_dir
 
 # name -> (hub id a user writes in base_model, stand-in, llama.cpp vocab GGUF, GGUF architecture)
 ARCHS = {
     "qwen2": ("Qwen/Qwen2.5-0.5B-Instruct", QWEN25, "ggml-vocab-qwen2.gguf", "qwen2"),
     "phi3": ("microsoft/Phi-3-mini-4k-instruct", PHI35, "ggml-vocab-phi-3.gguf", "phi3"),
+    "gemma": ("google/gemma-4-E2B-it", GEMMA4, "ggml-vocab-gemma-4.gguf", "gemma4"),
 }
 RECIPE = "recipes/llama3-character-chat/lora-135m.yml"  # CPU recipe, data in the repo, tokenizer_default
 # what `recipe check` warns about on a copy (key in its warning -> the edit the warning names, made as a
 # user would). Phi-3: its fused projections (the recipe's q/k/v/gate/up_proj do not exist there), and
 # its template ends turns with <|end|> while eos_token is <|endoftext|>: without eot_tokens Axolotl
-# trains no end of turn, only a lone <|endoftext|> after the last reply
+# trains no end of turn, only a lone <|endoftext|> after the last reply. Gemma 4 likewise: eos_token <eos>,
+# turns end with <turn|>
 FIXES = {
     "qwen2": {},
+    "gemma": {"'datasets[0].train_on_eos'": ("eot_tokens", '["<turn|>"]')},
     "phi3": {"'lora_target_modules'": ("lora_target_modules", "[qkv_proj, o_proj, gate_up_proj, down_proj]"),
              "'datasets[0].train_on_eos'": ("eot_tokens", '["<|end|>"]')},
 }
@@ -95,6 +99,21 @@ def test_phi3_template_and_specials():
     assert text == "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
     assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|endoftext|>", "<|endoftext|>", "<s>")
     assert tok("Hi")["input_ids"] == tok("Hi", add_special_tokens=False)["input_ids"]  # no bos
+
+
+def test_gemma_template_and_specials():
+    """google/gemma-4-E2B-it's template: system turns, "model" turns, no empty thought block after the
+    generation prompt (26B/31B's template writes one); <bos> written by the template; eos <eos>, turns end <turn|>."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(stand_in("gemma"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == "<bos><|turn>system\nBe brief.<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\n"
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<eos>", "<pad>", "<bos>")
+    assert tok("Hi")["input_ids"][0] == tok.bos_token_id  # Gemma's tokenizer adds bos to plain text
+    assert tok.convert_tokens_to_ids(["<|turn>", "<turn|>"]) == [105, 106]
+    assert all(t in tok.all_special_tokens for t in ("<|turn>", "<turn|>", "<|channel>"))  # CONTROL in GGUF
 
 
 def set_key(path, key, value):
