@@ -9,7 +9,7 @@ import pytest
 from common import ROOT
 from common.io import read_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.bench]  # make test ARGS="-m bench"
 
 
 def bench(module, *args):
