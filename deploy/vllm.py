@@ -228,7 +228,7 @@ def check_adapter(adapter_dir, max_lora_rank=None, base=None):
     served = lora_modules(arch)
     other = sorted(m for m in modules if m not in served and m not in EMBEDDING_MODULES)
     if other:
-        kind = f"{arch}" if arch in FUSED_LORA_MODULES else "Llama models"
+        kind = arch if arch in FUSED_LORA_MODULES else "Llama models"
         problems.append(f"LoRA on {', '.join(other)}: not a module vLLM replaces with a LoRA layer in {kind} "
                         f"({', '.join(served)}). Fix: retrain with those targets {MERGE_FIX}")
 
@@ -375,7 +375,7 @@ def serve_argv(base=None, adapters=(), merged=None, host="127.0.0.1", port=8000,
     return argv, key_index, info
 
 
-def _recipe_sequence_len(recipe):
+def recipe_sequence_len(recipe):
     """sequence_len of an Axolotl recipe (Axolotl's default 2048 when unset)."""
     run = Run.read(recipe)
     cfg = run.cfg
@@ -623,7 +623,7 @@ def main(argv=None):
     if args.command in ("serve-command", "serve"):
         if args.command == "serve-command" and args.output:
             check_output(args.output, args.force)
-        max_model_len = args.max_model_len or (_recipe_sequence_len(args.recipe) if args.recipe else None)
+        max_model_len = args.max_model_len or (recipe_sequence_len(args.recipe) if args.recipe else None)
         if max_model_len is None and args.command == "serve-command":
             print("warning: no --max-model-len (or --recipe): vLLM reserves KV cache for the model's whole "
                   "context (131072 tokens for Llama 3.1), which does not fit beside the weights on a 24 GB card",

@@ -36,9 +36,10 @@ OFF = {
     "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
     "torch_compile": False,
 }
-DROP = ("deepspeed", "fsdp", "fsdp_config", "fsdp_version", "wandb_project", "wandb_entity",
-        "wandb_name", "wandb_run_id", "wandb_watch", "wandb_log_model", "hub_model_id",
-        "push_dataset_to_hub", "base_model_config", "tokenizer_config", "gptq", "bnb_config_kwargs")
+REMOTE = ("wandb_project", "wandb_entity", "wandb_name", "wandb_run_id", "wandb_watch", "wandb_log_model",
+          "hub_model_id", "push_dataset_to_hub")  # reporting and uploads: off in local runs
+DROP = ("deepspeed", "fsdp", "fsdp_config", "fsdp_version", *REMOTE, "base_model_config", "tokenizer_config",
+        "gptq", "bnb_config_kwargs")
 GPU_OPTIMIZERS = ("8bit", "bnb", "paged", "apollo", "muon")
 PROGRESS_PLUGIN = "common.train_progress.Progress"  # step / loss / time-left lines
 
@@ -161,15 +162,16 @@ def metrics_line(line):
     return line.startswith("{'")
 
 
-def train(config_path, log_path=None):
-    """Run the real Axolotl training; stream its output (and tee it to log_path). Returns rc."""
+def train(config_path, log_path=None, command=None):
+    """Run the real Axolotl training (command: the launch command, default the CPU one); stream its
+    output (and tee it to log_path). Returns rc."""
     env = {**os.environ, **{k: v for k, v in OFFLINE_ENV.items() if k not in os.environ}}
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")  # lines as they come
     show_all = verbose()
     log = open(log_path, "w", encoding="utf-8", buffering=1) if log_path else None  # line by line
     try:
-        proc = subprocess.Popen(launch_command(config_path), cwd=ROOT, env=env, text=True,
+        proc = subprocess.Popen(command or launch_command(config_path), cwd=ROOT, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in proc.stdout:
             if show_all or not metrics_line(line):

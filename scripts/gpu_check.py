@@ -29,18 +29,16 @@ download them): its config from scripts.memory's ARCHITECTURES, the tokenizer of
 import argparse
 import copy
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from common import CACHE, OFFLINE_ENV, ROOT
+from common import CACHE, ROOT
 from common.errors import InputError, StepError, cli
 from common.io import atomic_open, check_output, read_jsonl
 from common.models import stand_in_for
 from common.run import Run
-from scripts import memory
+from scripts import cpu_run, memory
 
 METRICS_PLUGIN = "common.train_metrics.Metrics"
 GIB = 1024 ** 3
@@ -50,8 +48,7 @@ PEAK_TFLOPS = (("h200", 989.4), ("h100 pcie", 756.0), ("h100", 989.4), ("a100", 
                ("4090", 165.2), ("l40s", 362.05), ("l4", 121.0), ("a10g", 70.0), ("a10", 125.0),
                ("t4", 65.0))
 DROP = ("test_datasets", "eval_steps", "evals_per_epoch", "val_set_size", "save_steps", "saves_per_epoch",
-        "save_total_limit", "save_first_step", "wandb_project", "wandb_entity", "wandb_name",
-        "wandb_run_id", "wandb_watch", "wandb_log_model", "hub_model_id", "push_dataset_to_hub", "hub_strategy")
+        "save_total_limit", "save_first_step", "hub_strategy", *cpu_run.REMOTE)
 
 
 def peak_tflops(device_name):
@@ -112,8 +109,6 @@ def check_config(run, steps, out, random_weights=False, layers=None, cpu=False):
     """The recipe's config for the check: max_steps, no evaluation or checkpoints, the metrics plugin;
     --cpu: scripts.cpu_run's CPU config of it."""
     if cpu:
-        from scripts import cpu_run
-
         cfg, _ = cpu_run.cpu_config(run, max_steps=steps, output_dir=out / "run", validate=False)
     else:
         cfg = copy.deepcopy(run.cfg)
@@ -132,21 +127,11 @@ def check_config(run, steps, out, random_weights=False, layers=None, cpu=False):
 
 
 def launch(config_path, cpu, log_path):
-    """Axolotl's train CLI through the real launcher; output streamed and kept in log_path."""
-    from scripts import cpu_run
-
-    if cpu:
-        return cpu_run.train(config_path, log_path)
-    env = {**os.environ, **{k: v for k, v in OFFLINE_ENV.items() if k not in os.environ}}
-    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "-m", "common.axolotl_train",
-               str(config_path)]
-    with open(log_path, "w", encoding="utf-8", buffering=1) as log:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        return proc.wait()
+    """Axolotl's train CLI through the real launcher (accelerate launch; --cpu: scripts.cpu_run's CPU
+    launch); output streamed and kept in log_path."""
+    command = None if cpu else [str(Path(sys.executable).parent / "accelerate"), "launch", "-m",
+                                "common.axolotl_train", str(config_path)]
+    return cpu_run.train(config_path, log_path, command)
 
 
 def peft_steps(cfg, steps, metrics_path):

@@ -113,10 +113,9 @@ def modelfile(out, gguf_path, merged):
 
 
 def vllm_command(out, merged, adapter):
-    from common.run import Run
-    from deploy.vllm import serve_argv, write_serve_script
+    from deploy.vllm import recipe_sequence_len, serve_argv, write_serve_script
 
-    context = ["--max-model-len", str(Run.load(RECIPE).cfg["sequence_len"])]  # the length it trained on
+    context = ["--max-model-len", str(recipe_sequence_len(RECIPE))]  # the length it trained on
     merged_argv, _, _ = serve_argv(merged=str(merged), extra=context)
     lora_argv, _, _ = serve_argv("HuggingFaceTB/SmolLM2-135M-Instruct", [f"quickstart={adapter}"], extra=context)
     return (write_serve_script(out / "serve-merged.sh", merged_argv, force=True),
