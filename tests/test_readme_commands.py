@@ -18,7 +18,8 @@ is not stopped.
 `python -m MODULE ...` lines (stages the CLI does not cover) are parsed by the module's parser the same
 way; one of a stage the CLI covers fails (issue 14: every old command is replaced). `accelerate
 launch` lines parse with accelerate's own launch parser, must need an accelerate option (else `recipe
-train` is the command) and name existing files; `make` targets exist in the Makefile; `pip -r` files exist.
+train` is the command) and name existing files; `make` targets exist in the Makefile; `pip -r` files exist (also a venv's `bin/pip`); `python -m venv`
+parses with the standard library's parser.
 Shell variables set in a block (`X=...`) are expanded, globs are expanded from the repo root, `$(...)`
 is refused (not checkable). A block runs in order, so `recipe cp ... my-qa` then `recipe check
 my-qa/...` works on the copy.
@@ -309,6 +310,9 @@ def _check_python_line(cmd, monkeypatch):
         f"`recipe` covers {module}: write the recipe command"
     main = importlib.import_module(module).main
     parsed = _parse_only(lambda: main(cmd.words[3:]), monkeypatch)
+    if module == "venv":       # the standard library's: a new environment outside the repo's folders
+        assert not any(d.startswith(REPO_DIRS) for d in parsed.namespace.dirs), parsed.namespace.dirs
+        return
     assert parsed.prog == f"python -m {module}", parsed.prog
     _check_paths(cmd.words[3:])
 
@@ -366,8 +370,9 @@ def test_readme_block(readme, first, commands, tmp_path, monkeypatch):
             elif program == "python":
                 _check_python_line(cmd, monkeypatch)
             else:
-                assert program in OTHER, f"{program}: a command this test does not know how to check"
-                OTHER[program](cmd)
+                known = "pip" if program.endswith("/bin/pip") else program     # a venv's own pip
+                assert known in OTHER, f"{program}: a command this test does not know how to check"
+                OTHER[known](cmd)
         except AssertionError as err:
             problem = str(err).split("\nassert ")[0]
         if problem:
@@ -400,6 +405,8 @@ BROKEN = [  # (a README line, what the failure must say)
     ("make quickstrat", "no such target"),
     ("pip install -r requirements-cpu.txt", "requirements-cpu.txt: no such file"),
     ("vllm serve x", "vllm: a command this test does not know"),
+    (".venv-vllm/bin/pip install -r requirements-vllm-cuda.txt", "requirements-vllm-cuda.txt: no such file"),
+    ("python -m venv --clearr .venv-vllm", "unrecognized arguments: --clearr"),
 ]
 
 
