@@ -162,10 +162,11 @@ def metrics_line(line):
     return line.startswith("{'")
 
 
-def train(config_path, log_path=None, command=None):
+def train(config_path, log_path=None, command=None, offline=True):
     """Run the real Axolotl training (command: the launch command, default the CPU one); stream its
-    output (and tee it to log_path). Returns rc."""
-    env = {**os.environ, **{k: v for k, v in OFFLINE_ENV.items() if k not in os.environ}}
+    output (and tee it to log_path). offline: the hub offline unless the user set otherwise (off for a
+    GPU run: Axolotl fetches the flash-attention kernel from the hub). Returns rc."""
+    env = {**os.environ, **{k: v for k, v in OFFLINE_ENV.items() if offline and k not in os.environ}}
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")  # lines as they come
     show_all = verbose()

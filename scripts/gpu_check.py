@@ -128,10 +128,11 @@ def check_config(run, steps, out, random_weights=False, layers=None, cpu=False):
 
 def launch(config_path, cpu, log_path):
     """Axolotl's train CLI through the real launcher (accelerate launch; --cpu: scripts.cpu_run's CPU
-    launch); output streamed and kept in log_path."""
+    launch, offline); output streamed and kept in log_path. On a GPU the hub stays reachable: Axolotl's
+    config check fetches the flash-attention kernel (kernels-community/flash-attn2) from it."""
     command = None if cpu else [str(Path(sys.executable).parent / "accelerate"), "launch", "-m",
                                 "common.axolotl_train", str(config_path)]
-    return cpu_run.train(config_path, log_path, command)
+    return cpu_run.train(config_path, log_path, command, offline=cpu)
 
 
 def peft_steps(cfg, steps, metrics_path):

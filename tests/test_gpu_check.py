@@ -139,3 +139,30 @@ def test_peft_engine_runs_the_recipes_shape_without_axolotl(tmp_path):
     assert report["packing_efficiency"] == 1.0 and report["tokens_per_s"] > 0
     assert report["flops_per_token"] > 0 and json.loads((tmp_path / "gpu_check.json").read_text()) == report
     assert report["trainable_params"] == report["trainable_params_estimate"] > 0  # PEFT's count = scripts.memory's
+
+
+@pytest.mark.parametrize("cpu", [False, True])
+def test_gpu_launch_keeps_the_hub_reachable(cpu, tmp_path, monkeypatch):
+    """On a GPU, Axolotl's config check fetches the flash-attention kernel from the hub: the launch must not
+    force HF_HUB_OFFLINE (the CPU smoke run is offline). A value the user set is kept either way."""
+    from scripts import cpu_run
+
+    seen = {}
+
+    class Launched:
+        def __init__(self, command, env, **_):
+            seen.update(command=command, env=env)
+            self.stdout = iter(())
+
+        def wait(self):
+            return 0
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(cpu_run.subprocess, "Popen", Launched)
+    assert gpu_check.launch(tmp_path / "config.yml", cpu, tmp_path / "train.log") == 0
+    assert ("--cpu" in seen["command"]) == cpu
+    assert (seen["env"].get("HF_HUB_OFFLINE") == "1") == cpu
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    gpu_check.launch(tmp_path / "config.yml", cpu, tmp_path / "train.log")
+    assert seen["env"]["HF_HUB_OFFLINE"] == "1"
