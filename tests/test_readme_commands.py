@@ -18,7 +18,7 @@ is not stopped.
 `python -m MODULE ...` lines (stages the CLI does not cover) are parsed by the module's parser the same
 way; one of a stage the CLI covers fails (issue 14: every old command is replaced). `accelerate
 launch` lines parse with accelerate's own launch parser, must need an accelerate option (else `recipe
-train` is the command) and name existing files; `make` targets exist in the Makefile; `pip -r` files exist (also a venv's `bin/pip`); `python -m venv`
+train` is the command) and name existing files; `make` targets exist in the Makefile; `pip -r` files exist (also a venv's `bin/pip`); `hf` lines parse with the Hub CLI's own parser; `python -m venv`
 parses with the standard library's parser.
 Shell variables set in a block (`X=...`) are expanded, globs are expanded from the repo root, `$(...)`
 is refused (not checkable). A block runs in order, so `recipe cp ... my-qa` then `recipe check
@@ -352,8 +352,25 @@ def _check_pip_line(cmd):
             assert (ROOT / cmd.words[i + 1]).exists(), f"{cmd.words[i + 1]}: no such file"
 
 
+def _check_hf_line(cmd):
+    """The Hub CLI's own (click) parser takes the line: a wrong subcommand or option fails; nothing runs."""
+    import click
+    import typer.main
+    from huggingface_hub.cli.hf import app
+
+    group = typer.main.get_command(app)
+    try:
+        ctx = group.make_context("hf", cmd.words[1:])
+        command = group
+        while isinstance(command, click.Group):
+            name, command, rest = command.resolve_command(ctx, ctx._protected_args + ctx.args)
+            ctx = command.make_context(name, rest, parent=ctx)
+    except click.exceptions.ClickException as err:
+        raise AssertionError(f"hf: {err.format_message().splitlines()[0]}") from None
+
+
 OTHER = {"python": None, "make": _check_make_line, "accelerate": _check_accelerate_line, "pip": _check_pip_line,
-         "huggingface-cli": lambda cmd: None, "hf": lambda cmd: None}   # hub log-in and downloads: nothing here
+         "hf": _check_hf_line}   # (huggingface-cli no longer works in huggingface_hub 1.x: unknown here)
 
 
 @pytest.mark.parametrize("readme,first,commands", BLOCKS,
@@ -407,6 +424,9 @@ BROKEN = [  # (a README line, what the failure must say)
     ("vllm serve x", "vllm: a command this test does not know"),
     (".venv-vllm/bin/pip install -r requirements-vllm-cuda.txt", "requirements-vllm-cuda.txt: no such file"),
     ("python -m venv --clearr .venv-vllm", "unrecognized arguments: --clearr"),
+    ("huggingface-cli login", "huggingface-cli: a command this test does not know"),
+    ("hf dowload TinyLlama/TinyLlama-1.1B-Chat-v1.0", "hf: No such command 'dowload'"),
+    ("hf download TinyLlama/TinyLlama-1.1B-Chat-v1.0 --local-dri x", "hf: No such option"),
 ]
 
 
