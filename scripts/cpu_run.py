@@ -2,8 +2,10 @@
 
 Overrides only what a CPU cannot do: the base model becomes the matching embedded or tiny stand-in
 model, bf16/fp16/tf32 and 4/8-bit loading are turned off (QLoRA trains as plain LoRA), flash
-attention, sample packing, Axolotl's Triton LoRA kernels, 8-bit optimizers, DeepSpeed/FSDP and W&B
-are dropped. Data format, chat template and LoRA settings stay as the recipe wrote them.
+attention becomes sdpa, Axolotl's Triton LoRA kernels, 8-bit optimizers, DeepSpeed/FSDP and W&B are
+dropped. Data format, chat template, LoRA settings and sample packing stay as the recipe wrote them
+(with sdpa, Axolotl 0.19 drops the padding mask of packed rows and transformers builds a block-diagonal
+mask from their position_ids: packed samples do not see each other; tests/test_packing.py).
 
 The data is checked first (scripts.check_recipes: fields, roles); a problem stops the run with the
 file, line and field before training starts. The terminal shows one line per logging step (step,
@@ -32,7 +34,6 @@ OFF = {
     "bf16": False, "fp16": False, "tf32": False, "bfloat16": False, "float16": False,
     "load_in_4bit": False, "load_in_8bit": False,
     "flash_attention": False, "xformers_attention": False, "flex_attention": False,
-    "sample_packing": False, "eval_sample_packing": False,
     "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
     "torch_compile": False,
 }

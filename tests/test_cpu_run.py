@@ -32,7 +32,7 @@ def test_cpu_config_overrides_only_what_a_cpu_cannot_do(tmp_path, tinyllama):
     cfg, changes = cpu_run.cpu_config(recipe, dataset=tmp_path / "d.jsonl", max_steps=3)
     assert cfg["base_model"] == str(tinyllama)
     assert (cfg["adapter"], cfg["load_in_4bit"], cfg["bf16"], cfg["fp16"]) == ("lora", False, False, False)
-    assert cfg["flash_attention"] is False and cfg["sample_packing"] is False
+    assert cfg["flash_attention"] is False and cfg["sample_packing"] is True  # sdpa keeps samples apart
     assert cfg["attn_implementation"] == "sdpa"
     assert cfg["optimizer"] == "adamw_torch" and cfg["max_steps"] == 3
     assert "deepspeed" not in cfg and "wandb_project" not in cfg
