@@ -489,7 +489,7 @@ def _tokenize(check, i, ds, valid_cfg, tokenizer, records, data_path):
     kind = str(ds.get("type"))
     base, _, style = kind.partition(":")
     ds_cfg = valid_cfg.datasets[i]
-    valid_cfg.dataset_num_proc = 1   # a few records: worker processes would cost more than they save
+    valid_cfg.dataset_num_proc = None  # in this process (datasets 4 runs num_proc=1 in a worker process)
     try:
         with _capture_axolotl_log(check.report.notes), _quiet_datasets():
             wrapped, _ = get_dataset_wrapper(ds_cfg, tokenizer, valid_cfg, base, datasets.Dataset.from_list(rows),
@@ -567,8 +567,14 @@ def _check_steps(check, steps, floor):
 
 @contextlib.contextmanager
 def _quiet_datasets():
+    """datasets without logs or progress bars, and without fingerprint hashing: the records are an in-memory
+    dataset nothing caches, and hashing a map's tokenizer costs ~3 s a map for a 262k-token vocabulary."""
     import datasets
+    from datasets import arrow_dataset, fingerprint
 
+    hashing = fingerprint.update_fingerprint
+    for module in (fingerprint, arrow_dataset):   # map() calls it by the name it imported
+        module.update_fingerprint = lambda *args, **kwargs: fingerprint.generate_random_fingerprint()
     was = datasets.utils.logging.get_verbosity()
     progress = datasets.utils.logging.is_progress_bar_enabled()
     datasets.utils.logging.set_verbosity_error()
@@ -576,6 +582,7 @@ def _quiet_datasets():
     try:
         yield
     finally:
+        fingerprint.update_fingerprint = arrow_dataset.update_fingerprint = hashing
         datasets.utils.logging.set_verbosity(was)
         if progress:
             datasets.utils.logging.enable_progress_bar()
