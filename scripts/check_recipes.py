@@ -526,7 +526,7 @@ def optimizer_steps(valid_cfg, tokenized, num_gpus=1, total_records=None):
 
     cfg = DictDefault(copy.deepcopy(dict(valid_cfg)))
     cfg.batch_size = cfg.micro_batch_size * cfg.gradient_accumulation_steps * num_gpus  # normalize_config, N ranks
-    cfg.dataset_num_proc = 1
+    cfg.dataset_num_proc = None   # in this process (see _tokenize)
     for key in ("total_num_tokens", "total_supervised_tokens", "sample_packing_eff_est"):
         cfg[key] = None
     rows = [{k: ex[k] for k in ("input_ids", "attention_mask", "labels") if k in ex} for ex in tokenized]
