@@ -95,6 +95,36 @@ def llama3_tokenizer_json(tokenizer_dir, renames):
     edit_tokenizer_json(tokenizer_dir, [split, BYTE_LEVEL(use_regex=False)], renames, ignore_merges=True)
 
 
+class _Tokens(list):
+    """A token list whose `in` is a set lookup: transformers builds an SPM vocabulary's merges with
+    `piece in tokens` over the list (~30 s for 32k tokens); same list, same merges, ~0.3 s."""
+
+    def __init__(self, tokens):
+        super().__init__(tokens)
+        self._set = set(tokens)
+
+    def __contains__(self, token):
+        return token in self._set
+
+
+def _gguf_tokenizer(vocab_gguf):
+    from transformers import AutoTokenizer
+    from transformers.integrations import ggml
+
+    init = ggml.GGUFTokenizerSkeleton.__init__
+
+    def fast_init(self, dict_):
+        if "merges" not in dict_ and "tokens" in dict_:
+            dict_ = {**dict_, "tokens": _Tokens(dict_["tokens"])}
+        init(self, dict_)
+
+    ggml.GGUFTokenizerSkeleton.__init__ = fast_init
+    try:
+        return AutoTokenizer.from_pretrained(vocab_gguf.parent, gguf_file=vocab_gguf.name)
+    finally:
+        ggml.GGUFTokenizerSkeleton.__init__ = init
+
+
 def build_stand_in(out, vocab_gguf, template, specials, config_extra, generation_eos, fix_tokenizer=None,
                    model_type="llama", add_bos=True, load_tokenizer=None, small=SMALL):
     import torch
@@ -103,7 +133,7 @@ def build_stand_in(out, vocab_gguf, template, specials, config_extra, generation
     if load_tokenizer:
         tok = load_tokenizer(vocab_gguf)
     else:
-        tok = AutoTokenizer.from_pretrained(vocab_gguf.parent, gguf_file=vocab_gguf.name)
+        tok = _gguf_tokenizer(vocab_gguf)
     if fix_tokenizer:
         tok.save_pretrained(out)
         fix_tokenizer(out)
