@@ -39,7 +39,8 @@ def _pip_lines():
 
 
 def _resolve(args, report, must_resolve=True):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    local = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX", "PIP_CONSTRAINT")
+    env = {k: v for k, v in os.environ.items() if k not in local}
     env["PIP_CONFIG_FILE"] = os.devnull       # no local wheel dir, extra index or constraint file
     proc = subprocess.run([sys.executable, "-m", "pip", *args, "--dry-run", "--ignore-installed", "--quiet",
                            "--report", str(report)], cwd=ROOT, env=env, capture_output=True, text=True,
