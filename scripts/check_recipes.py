@@ -491,7 +491,7 @@ def _tokenize(check, i, ds, valid_cfg, tokenizer, records, data_path):
     ds_cfg = valid_cfg.datasets[i]
     valid_cfg.dataset_num_proc = None  # in this process (datasets 4 runs num_proc=1 in a worker process)
     try:
-        with _capture_axolotl_log(check.report.notes), _quiet_datasets():
+        with _capture_axolotl_log(check.report.notes), quiet_datasets():
             wrapped, _ = get_dataset_wrapper(ds_cfg, tokenizer, valid_cfg, base, datasets.Dataset.from_list(rows),
                                              style or None)
             tokenized = list(wrapped)
@@ -530,7 +530,7 @@ def optimizer_steps(valid_cfg, tokenized, num_gpus=1, total_records=None):
     for key in ("total_num_tokens", "total_supervised_tokens", "sample_packing_eff_est"):
         cfg[key] = None
     rows = [{k: ex[k] for k in ("input_ids", "attention_mask", "labels") if k in ex} for ex in tokenized]
-    with _quiet_datasets(), _capture_axolotl_log([]):
+    with quiet_datasets(), _capture_axolotl_log([]):
         ds = handle_long_seq_in_dataset(datasets.Dataset.from_list(rows), cfg.sequence_len, cfg)
         ds, _ = process_datasets_for_packing(cfg, ds, None)
         torch.manual_seed(cfg.seed or 42)   # the packing sampler shuffles
@@ -566,20 +566,21 @@ def _check_steps(check, steps, floor):
 
 
 @contextlib.contextmanager
-def _quiet_datasets():
+def quiet_datasets():
     """datasets without logs or progress bars, and without fingerprint hashing: the records are an in-memory
-    dataset nothing caches, and hashing a map's tokenizer costs ~3 s a map for a 262k-token vocabulary."""
+    dataset nothing caches, and hashing a map's tokenizer costs ~3 s a map for a 262k-token vocabulary.
+    Patches datasets' module globals while it runs: not for use from several threads at once."""
     import datasets
     from datasets import arrow_dataset, fingerprint
 
     hashing = fingerprint.update_fingerprint
-    for module in (fingerprint, arrow_dataset):   # map() calls it by the name it imported
-        module.update_fingerprint = lambda *args, **kwargs: fingerprint.generate_random_fingerprint()
     was = datasets.utils.logging.get_verbosity()
     progress = datasets.utils.logging.is_progress_bar_enabled()
-    datasets.utils.logging.set_verbosity_error()
-    datasets.utils.logging.disable_progress_bar()
     try:
+        for module in (fingerprint, arrow_dataset):   # map() calls it by the name it imported
+            module.update_fingerprint = lambda *args, **kwargs: fingerprint.generate_random_fingerprint()
+        datasets.utils.logging.set_verbosity_error()
+        datasets.utils.logging.disable_progress_bar()
         yield
     finally:
         fingerprint.update_fingerprint = arrow_dataset.update_fingerprint = hashing

@@ -1,12 +1,13 @@
-"""python -m tests.packing_check CONFIG: one batch of Axolotl's own train dataloader for CONFIG (its datasets,
+"""python -m tests.packing_check CONFIG OUT: one batch of Axolotl's own train dataloader for CONFIG (its datasets,
 model and trainer, in this process: Axolotl patches transformers globally, so tests run this apart), and for
 each packed sample the largest logit difference from the sample alone, packed as Axolotl feeds it and
-with a plain attention mask instead, under sdpa (the config's) and eager attention. Prints one JSON object."""
+with a plain attention mask instead, under sdpa (the config's) and eager attention. Writes OUT (JSON)."""
 import json
 import sys
+from pathlib import Path
 
 
-def main(config):
+def main(config, out):
     import torch
     from axolotl.cli.config import load_cfg
     from axolotl.common.datasets import load_datasets
@@ -31,9 +32,9 @@ def main(config):
                 alone = model(input_ids=batch["input_ids"][:, a:b]).logits[0]
                 diffs[attn].append({"span": [a, b], "packed": (packed[a:b] - alone).abs().max().item(),
                                     "plain_mask": (plain[a:b] - alone).abs().max().item()})
-    print(json.dumps({"decontaminates": bool(cfg.attn_decontaminates_packing), "keys": sorted(batch),
-                      "samples": diffs}))
+    result = {"decontaminates": bool(cfg.attn_decontaminates_packing), "keys": sorted(batch), "samples": diffs}
+    Path(out).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -2,11 +2,13 @@
 against PyPI as a Linux x86_64 machine with a GPU would (this machine's local wheels, extra indexes and
 constraints left out: with them pip would pick the local CPU torch). The versions pip picks are checked
 against the metadata of the packages it picks (axolotl's and vllm's own requirements), not against a
-list re-typed here. Needs PyPI (set-up needs it too); skipped when pypi.org cannot be reached.
+list re-typed here. Needs PyPI (set-up needs it too); skipped when pypi.org cannot be reached and on
+machines other than Linux x86_64 (pip resolves for the machine it runs on).
 """
 import concurrent.futures
 import json
 import os
+import platform
 import re
 import socket
 import subprocess
@@ -54,6 +56,8 @@ def _resolve(args, report, must_resolve=True):
 
 @pytest.fixture(scope="module")
 def resolved(tmp_path_factory):
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("pip resolves for the machine it runs on: the GPU install is for Linux x86_64")
     try:
         socket.create_connection(("pypi.org", 443), timeout=10).close()
     except OSError as err:
@@ -62,7 +66,7 @@ def resolved(tmp_path_factory):
     lines = _pip_lines()
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         jobs = {name: pool.submit(_resolve, args, tmp / f"{name}.json") for name, args in lines.items()}
-        # both in one environment, as an unpinned `pip install vllm` beside axolotl would try
+        # both in one environment: the training lines plus the pinned vllm 0.32.0
         jobs["one-env"] = pool.submit(_resolve, lines["train"] + ["-r", "requirements-vllm-gpu.txt"],
                                       tmp / "one-env.json", must_resolve=False)
         return {name: job.result() for name, job in jobs.items()}
@@ -73,9 +77,12 @@ def _version(pkg):
 
 
 def _is_cuda_torch(torch):
-    """PyPI's Linux torch is the CUDA build: it requires the nvidia-* runtime wheels (the CPU build does not)."""
+    """PyPI's Linux torch is the CUDA build: on Linux it requires the nvidia-* runtime wheels (the CPU
+    build does not)."""
+    linux = {"platform_system": "Linux", "sys_platform": "linux", "platform_machine": "x86_64"}
+    needs = [Requirement(r) for r in torch["metadata"].get("requires_dist", [])]
     return "+cpu" not in _version(torch) and any(
-        r.startswith("nvidia-") and "Linux" in r for r in torch["metadata"].get("requires_dist", []))
+        r.name.startswith("nvidia-") and (r.marker is None or r.marker.evaluate(linux)) for r in needs)
 
 
 def _check_requirements(owner, picked, extras=()):

@@ -23,10 +23,11 @@ def test_packed_samples_do_not_see_each_other(tmp_path):
     cfg.update(sample_packing=True, micro_batch_size=1, lora_dropout=0.0,
                dataset_prepared_path=str(tmp_path / "prepared"))
     (tmp_path / "config.yml").write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "tests.packing_check", str(tmp_path / "config.yml")],
+    out = tmp_path / "packing.json"
+    proc = subprocess.run([sys.executable, "-m", "tests.packing_check", str(tmp_path / "config.yml"), str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(out.read_text())
     assert result["decontaminates"]
     assert "attention_mask" not in result["keys"]  # Axolotl dropped it: position_ids mark the samples
     for attn, samples in result["samples"].items():   # sdpa, then eager

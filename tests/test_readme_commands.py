@@ -18,7 +18,8 @@ is not stopped.
 `python -m MODULE ...` lines (stages the CLI does not cover) are parsed by the module's parser the same
 way; one of a stage the CLI covers fails (issue 14: every old command is replaced). `accelerate
 launch` lines parse with accelerate's own launch parser, must need an accelerate option (else `recipe
-train` is the command) and name existing files; `make` targets exist in the Makefile; `pip -r` files exist (also a venv's `bin/pip`); `hf` lines parse with the Hub CLI's own parser; `python -m venv`
+train` is the command) and name existing files; `make` targets exist in the Makefile; `pip -r` files
+exist (also a venv's `bin/pip`); `hf` lines parse with the Hub CLI's own parser; `python -m venv`
 parses with the standard library's parser.
 Shell variables set in a block (`X=...`) are expanded, globs are expanded from the repo root, `$(...)`
 is refused (not checkable). A block runs in order, so `recipe cp ... my-qa` then `recipe check
@@ -136,7 +137,7 @@ def blocks(readme, text=None):
     out = []
     for match in FENCE.finditer(text):
         first = text[:match.start()].count("\n") + 2
-        variables, commands, pending, start = {}, [], "", None
+        variables, commands, pending, start = {"PWD": str(ROOT)}, [], "", None  # run from the repo root
         for i, raw in enumerate(match.group(1).splitlines()):
             if start is None:
                 start = first + i
@@ -363,7 +364,8 @@ def _check_hf_line(cmd):
         ctx = group.make_context("hf", cmd.words[1:])
         command = group
         while isinstance(command, click.Group):
-            name, command, rest = command.resolve_command(ctx, ctx._protected_args + ctx.args)
+            protected = getattr(ctx, "_protected_args", None) or ctx.protected_args   # click >= 8.2 / older
+            name, command, rest = command.resolve_command(ctx, protected + ctx.args)
             ctx = command.make_context(name, rest, parent=ctx)
     except click.exceptions.ClickException as err:
         raise AssertionError(f"hf: {err.format_message().splitlines()[0]}") from None

@@ -27,7 +27,7 @@ from common.io import write_jsonl
 from deploy import gguf as export
 from deploy import ollama
 from scripts import cpu_run
-from scripts.check_recipes import _quiet_datasets
+from scripts.check_recipes import quiet_datasets
 from tests import ollama_go
 
 # base model -> the recipe whose training is checked (its base model's stand-in is used)
@@ -78,7 +78,7 @@ def axolotl_tokenized(recipe, tmp_path):
     valid.dataset_num_proc = None  # in this process (datasets 4 runs num_proc=1 in a worker process)
     tokenizer = load_tokenizer(valid)
     base, _, style = str(ds["type"]).partition(":")
-    with _quiet_datasets():  # no fingerprint hashing of the tokenizer (nothing is cached)
+    with quiet_datasets():  # no fingerprint hashing of the tokenizer (nothing is cached)
         wrapped, _ = get_dataset_wrapper(valid.datasets[0], tokenizer, valid, base,
                                          datasets.Dataset.from_list(records), style or None)
     return tokenizer, [{"input_ids": list(r["input_ids"]), "labels": list(r["labels"])} for r in wrapped]

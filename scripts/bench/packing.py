@@ -4,7 +4,7 @@ way (plain transformers Trainer + PEFT, every example padded to 512), same data,
 Reports real (non-pad) tokens per second, the share of computed tokens that are padding, and time
 per epoch (the trainer's own train_runtime, start-up excluded), side by side in one run.
 On CPU Axolotl 0.19 keeps packed samples apart with sdpa (block-diagonal mask from position_ids;
-tests/test_packing.py), so the packed run trains what the padded one does, only faster.
+tests/test_packing.py): packed samples stay apart, though each packed step holds several of them.
 """
 import argparse
 import json
