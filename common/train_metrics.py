@@ -2,7 +2,9 @@
 writes one JSON line per optimizer step to <output_dir>/step_metrics.jsonl (rank 0):
 
   seconds      wall time of the step (CUDA synchronized at both ends)
-  tokens       real tokens the model was fed in the step (attention_mask != 0), over all micro batches
+  tokens       real tokens the model was fed in the step, over all micro batches: attention_mask != 0, or
+               under sample packing (Axolotl drops the mask, position_ids restart at each sample) the
+               positions outside the collator's padding, a segment of pad tokens with its own positions
   slots        token positions fed (input_ids.numel()): tokens / slots is the packing efficiency
   rows         sequences (rows of input_ids) fed
   peak_allocated_gib / peak_reserved_gib   torch.cuda's peaks since training began (GPU only)
@@ -30,8 +32,9 @@ FILE = "step_metrics.jsonl"
 class Recorder:
     """Counts what the model is fed (a forward pre-hook) and writes a row per optimizer step."""
 
-    def __init__(self, path):
+    def __init__(self, path, pad_token_id=None):
         self.path = Path(path)
+        self.pad_token_id = pad_token_id
         self.tokens = self.slots = self.rows = 0
         self.start = None
         self.cuda = torch.cuda.is_available()
@@ -43,7 +46,10 @@ class Recorder:
         if ids is None:
             return
         mask = kwargs.get("attention_mask")
-        self.tokens += int((mask != 0).sum()) if mask is not None and mask.shape == ids.shape else ids.numel()
+        if mask is not None and mask.shape == ids.shape:
+            self.tokens += int((mask != 0).sum())
+        else:
+            self.tokens += real_tokens(ids, kwargs.get("position_ids"), self.pad_token_id)
         self.slots += ids.numel()
         self.rows += ids.shape[0] if ids.dim() > 1 else 1
 
@@ -81,13 +87,28 @@ class Recorder:
             fh.write(json.dumps(row) + "\n")
 
 
+def real_tokens(ids, positions, pad_token_id):
+    """Tokens of a packed batch without attention mask: Axolotl's collator pads each row with pad tokens whose
+    position_ids count from 0 again, so a segment (positions restarting at 0) made only of pad tokens is padding."""
+    if positions is None or pad_token_id is None:
+        return ids.numel()
+    ids = ids.reshape(-1, ids.shape[-1])
+    segment = (positions.expand_as(ids) == 0).cumsum(dim=-1)      # 1, 2, ... a sample each (0: before any)
+    not_pad = (ids != pad_token_id).long()
+    real = torch.zeros(ids.shape[0], ids.shape[1] + 1, dtype=torch.long, device=ids.device)
+    real.scatter_add_(1, segment, not_pad)                           # non-pad tokens per segment
+    return int((real.gather(1, segment) > 0).sum())
+
+
 class StepMetrics(TrainerCallback):
     """Recorder on a transformers Trainer (rank 0 writes)."""
 
     def __init__(self, path):
         self.recorder = Recorder(path)
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        pad = getattr(processing_class, "pad_token_id", None)
+        self.recorder.pad_token_id = pad if pad is not None else getattr(model.config, "pad_token_id", None)
         self.recorder.begin_training(model, write=state.is_world_process_zero)
 
     def on_step_begin(self, args, state, control, **kwargs):

@@ -87,6 +87,42 @@ def test_peak_flops_by_card_name():
     assert gpu_check.peak_tflops("some cpu") is None
 
 
+def test_packed_batch_counts_its_samples_not_the_padding():
+    """Under sample packing Axolotl drops the attention mask (position_ids restart at each sample): the
+    recorder counts the packed samples' tokens, not the pad tail of Axolotl's own collator, with pad = eos."""
+    import torch
+    from axolotl.utils.collators import V2BatchSamplerDataCollatorForSeq2Seq
+    from transformers import AutoTokenizer
+
+    from common.models import stand_in_for
+    from common.train_metrics import Recorder
+
+    tokenizer = AutoTokenizer.from_pretrained(stand_in_for("TinyLlama/TinyLlama-1.1B-Chat-v1.0"))
+    tokenizer.pad_token = tokenizer.eos_token   # pad = eos: samples end with the pad id and stay counted
+
+    def sample(text):
+        ids = tokenizer(text).input_ids + [tokenizer.eos_token_id]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids,
+                "position_ids": list(range(len(ids)))}
+
+    bins = [[sample("What is the capital of France?"), sample("Paris."), sample("Name a prime: 7")],
+            [sample("A single short sample")]]
+    lengths = sum(len(s["input_ids"]) for b in bins for s in b)
+    batch = V2BatchSamplerDataCollatorForSeq2Seq(tokenizer, padding=True, pad_to_multiple_of=64,
+                                                 return_tensors="pt")(copy.deepcopy(bins))
+    assert batch["input_ids"].shape == (2, 64) and lengths < 128
+    module = torch.nn.Linear(1, 1)
+
+    def counted(pad_token_id, **kwargs):
+        recorder = Recorder("unused", pad_token_id=pad_token_id)
+        recorder.count(module, (), {"input_ids": batch["input_ids"], **kwargs})
+        return recorder.tokens, recorder.slots
+
+    assert counted(tokenizer.pad_token_id, position_ids=batch["position_ids"]) == (lengths, 128)
+    assert counted(None, attention_mask=batch["attention_mask"]) == (lengths, 128)   # the mask, where kept
+    assert counted(None, position_ids=batch["position_ids"]) == (128, 128)           # no pad id: every position
+
+
 @pytest.mark.slow
 def test_cpu_smoke_run_through_the_real_launcher(tmp_path, capsys):
     """`recipe gpu-check RECIPE --cpu`: 3 real Axolotl steps; the token positions our hook counts equal the
