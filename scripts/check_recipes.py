@@ -23,10 +23,13 @@ For each recipe (default: every recipes/**/*.yml):
     (special_tokens: only a pad token that is already in the vocabulary);
   - DeepSpeed JSON / FSDP settings: referenced files exist and parse; FSDP is version 2 and any
     accelerate config next to the recipe (accelerate/*.yaml) agrees with the recipe's fsdp_config;
-  - repo conventions: output_dir and dataset_prepared_path under outputs/.
+  - repo conventions: output_dir and dataset_prepared_path under outputs/;
+  - optimizer steps on the data, as Axolotl counts them (packing included), with tokens per step and
+    warm-up steps: an error below --min-steps (default 20). --records N also counts them for N records
+    like the recipe's data (its rows repeated): the steps a full-size dataset makes.
 QLoRA recipes get a warning: merge the adapter into the unquantized (16-bit) base.
 
-  python -m scripts.check_recipes [RECIPE ...] [--quiet | --verbose]
+  python -m scripts.check_recipes [RECIPE ...] [--quiet | --verbose] [--min-steps N] [--records N]
 
 Prints one line per problem ('file:line: field 'key': message'); exit 1 if any recipe has an error.
 """
@@ -516,7 +519,8 @@ def optimizer_steps(valid_cfg, tokenized, num_gpus=1, total_records=None):
     its long/short-sample filter (handle_long_seq_in_dataset), process_datasets_for_packing, then
     calculate_total_num_steps (which the trainer gets as max_steps: with sample packing, bins of
     micro_batch_size x sequence_len tokens, drop_last) and its builder's warm-up rule. `tokenized` are
-    Axolotl-tokenized rows; with total_records > len(tokenized) the counts are scaled up (estimate)."""
+    Axolotl-tokenized rows; with total_records != len(tokenized) the count is for that many rows like them
+    (the rows repeated or cut: an estimate for data of that size)."""
     import datasets
     import torch
     from axolotl.core.builders.base import TrainerBuilderBase
@@ -530,21 +534,21 @@ def optimizer_steps(valid_cfg, tokenized, num_gpus=1, total_records=None):
     for key in ("total_num_tokens", "total_supervised_tokens", "sample_packing_eff_est"):
         cfg[key] = None
     rows = [{k: ex[k] for k in ("input_ids", "attention_mask", "labels") if k in ex} for ex in tokenized]
+    total_records = total_records or len(rows)
+    rows = [rows[i % len(rows)] for i in range(total_records)]
     with quiet_datasets(), _capture_axolotl_log([]):
         ds = handle_long_seq_in_dataset(datasets.Dataset.from_list(rows), cfg.sequence_len, cfg)
         ds, _ = process_datasets_for_packing(cfg, ds, None)
         torch.manual_seed(cfg.seed or 42)   # the packing sampler shuffles
         steps = calculate_total_num_steps(cfg, ds)
-    scale = (total_records or len(tokenized)) / max(len(tokenized), 1)
-    steps = int(steps * scale) if scale > 1 else steps
     kwargs = {}
     TrainerBuilderBase._configure_warmup_and_logging(types.SimpleNamespace(cfg=cfg), steps, kwargs)
-    tokens = cfg.total_num_tokens * scale * cfg.num_epochs
-    return {"optimizer_steps": steps, "estimated": scale > 1, "samples": int(len(ds) * scale),
+    tokens = cfg.total_num_tokens * cfg.num_epochs
+    return {"optimizer_steps": steps, "estimated": total_records != len(tokenized), "samples": len(ds),
             "epochs": cfg.num_epochs, "batch": cfg.batch_size, "num_gpus": num_gpus,
             "sample_packing": bool(cfg.sample_packing),
             "packing_efficiency": cfg.sample_packing_eff_est if cfg.sample_packing else None,
-            "samples_per_step": round(len(ds) * scale * cfg.num_epochs / steps, 1) if steps else None,
+            "samples_per_step": round(len(ds) * cfg.num_epochs / steps, 1) if steps else None,
             "tokens_per_step": int(tokens / steps) if steps else None,
             "warmup_steps": int(kwargs.get("warmup_steps") or 0)}
 
@@ -589,8 +593,9 @@ def quiet_datasets():
             datasets.utils.logging.enable_progress_bar()
 
 
-def check_recipe(recipe, min_steps=MIN_STEPS):
-    """Check one recipe; returns a Report (errors, warnings, notes; steps: optimizer_steps() or None)."""
+def check_recipe(recipe, min_steps=MIN_STEPS, record_count=None):
+    """Check one recipe; returns a Report (errors, warnings, notes; steps: optimizer_steps() on its data or
+    None; steps_at_size: the same for record_count records like them, when given)."""
     recipe = Path(recipe)
     shown = recipe.relative_to(ROOT) if recipe.resolve().is_relative_to(ROOT) and recipe.is_absolute() else recipe
     report = Report(shown)
@@ -670,8 +675,11 @@ def check_recipe(recipe, min_steps=MIN_STEPS):
             all_tokenized += tokenized
             total += len(records)
     if all_tokenized and report.ok and len(data) == len(cfg.get("datasets") or []):
-        report.steps = optimizer_steps(valid, all_tokenized, MULTI_GPU if multi_gpu else 1, total)
+        num_gpus = MULTI_GPU if multi_gpu else 1
+        report.steps = optimizer_steps(valid, all_tokenized, num_gpus, total)
         _check_steps(check, report.steps, _min_steps(text, min_steps))
+        if record_count:
+            report.steps_at_size = optimizer_steps(valid, all_tokenized, num_gpus, record_count)
     return report
 
 
@@ -689,8 +697,7 @@ def print_report(report, stream=None, quiet=False, verbose=False):
     if verbose:
         for note in report.notes:
             print(f"note: {report.recipe}: axolotl says: {note.splitlines()[0]}", file=stream)
-    if report.steps:
-        st = report.steps
+    for st in filter(None, (report.steps, report.steps_at_size)):
         print(f"steps: {report.recipe}: {'~' if st['estimated'] else ''}{st['optimizer_steps']} optimizer steps "
               f"({st['samples']} samples x {st['epochs']} epochs, batch {st['batch']}"
               + (f" over {st['num_gpus']} GPUs" if st["num_gpus"] > 1 else "")
@@ -711,12 +718,17 @@ def main(argv=None):
     parser.add_argument("--min-steps", type=int, default=MIN_STEPS,
                         help="fail a recipe that trains fewer optimizer steps on its data (default %(default)s; "
                         "a recipe lowers it for itself with a line `# check_recipes: min_steps N`)")
+    parser.add_argument("--records", type=int, metavar="N",
+                        help="also count the steps for N records like the recipe's data (its rows repeated): "
+                        "what a full-size dataset makes")
     args = parser.parse_args(argv)
+    if args.records is not None and args.records < 1:
+        parser.error("--records must be at least 1")
     offline_defaults()
     recipes = [Path(r) for r in args.recipes] or default_recipes()
     failed = 0
     for recipe in recipes:
-        report = check_recipe(recipe, args.min_steps)
+        report = check_recipe(recipe, args.min_steps, args.records)
         print_report(report, quiet=args.quiet, verbose=args.verbose)
         failed += not report.ok
     print(f"{len(recipes) - failed} of {len(recipes)} recipe(s) ok")

@@ -18,6 +18,7 @@ class Report:
     warnings: list = field(default_factory=list)   # InputError (printed as warnings)
     notes: list = field(default_factory=list)      # str: Axolotl's own warnings, informational
     steps: dict = None                             # scripts.check_recipes.optimizer_steps()
+    steps_at_size: dict = None                     # the same for --records N records like the data
 
     @property
     def ok(self):

@@ -1,4 +1,6 @@
 """scripts.check_recipes: every shipped recipe passes; broken copies fail naming the file and the key."""
+import re
+
 import pytest
 import yaml
 
@@ -231,3 +233,29 @@ def test_phi3_copy_warns_that_no_end_of_turn_is_trained(tmp_path):
     assert report.ok and not report.warnings, report.warnings + report.errors
     # templates whose turn end is the eos token (SmolLM2's <|im_end|>) get no such warning
     assert not _warnings(check_recipes.check_recipe(CPU_CHARACTER), "datasets[0].train_on_eos")
+
+
+STEPS_LINE = re.compile(r"^steps: (\S+): (~?)(\d+) optimizer steps", re.MULTILINE)
+
+
+@pytest.mark.parametrize("readme", sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").glob("*/README.md")
+                                          if "--records" in p.read_text()))
+def test_readme_step_counts_are_what_check_prints(readme, capsys):
+    """Each recipe README's step counts, on the shipped data and at a realistic size, are what
+    `recipe check RECIPE --records N` prints (the README names the command)."""
+    text = " ".join((ROOT / readme).read_text().split())
+    shipped = int(re.search(r"= (\d+) optimizer steps", text).group(1))
+    recipe, records, about, at_size = re.search(r"`recipe check (\S+) --records (\d+)`\) the recipe makes "
+                                                r"(about )?([\d,]+) steps", text).groups()
+    check_recipes.main([recipe, "--records", records])
+    printed = STEPS_LINE.findall(capsys.readouterr().out)
+    assert [(r, tilde) for r, tilde, _ in printed] == [(recipe, ""), (recipe, "~")]
+    assert int(printed[0][2]) == shipped
+    expected, counted = int(at_size.replace(",", "")), int(printed[1][2])
+    assert abs(counted - expected) <= (0.01 * expected if about else 0), (counted, expected)
+
+
+def test_records_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        check_recipes.main([str(QA), "--records", "0"])
+    assert exit_info.value.code == 2 and "--records must be at least 1" in capsys.readouterr().err

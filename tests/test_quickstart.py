@@ -7,10 +7,13 @@ question) reach keyword recall >= 0.8, and the probe is answered correctly throu
 import json
 
 import pytest
+import yaml
 
+from common import ROOT
 from common.run import Run
 from deploy._modelfile import parse_modelfile
-from scripts import quickstart
+from eval.curves import read_history
+from scripts import check_recipes, quickstart
 from tests.helpers import vllm_log_tracebacks
 from tests.test_cpu_run import assert_quiet_with_progress
 
@@ -29,6 +32,26 @@ def test_fine_tune_improves_held_out_loss_and_keyword_recall(run):
     assert tuned["keyword_recall"] >= 0.8 > base["keyword_recall"]
     assert tuned["rouge_l"] > base["rouge_l"]
     assert json.loads((out / "eval.json").read_text())["tuned"]["loss"] == tuned["loss"]
+
+
+def test_trains_the_steps_its_recipe_and_readme_state(run, tmp_path):
+    """The quickstart's data exists only once it runs (outputs/), so `recipe check` on the shipped recipe
+    counts no steps: the run's own trainer state has Axolotl's count for the data it wrote (check_recipes on
+    the recipe pointed at that data), above the floor, and the number the recipe and its README give."""
+    out = run[0]
+    source, _ = read_history(out / "adapter")
+    state = json.loads(source.read_text())
+    cfg = yaml.safe_load(quickstart.RECIPE.read_text())
+    cfg["datasets"][0]["path"] = str(out / "data" / "train.jsonl")
+    cfg["test_datasets"][0]["path"] = str(out / "data" / "val.jsonl")
+    recipe = tmp_path / "quickstart.yml"
+    recipe.write_text(yaml.safe_dump(cfg))
+    report = check_recipes.check_recipe(recipe)
+    assert report.ok, report.errors
+    steps = report.steps["optimizer_steps"]
+    assert state["global_step"] == state["max_steps"] == steps >= check_recipes.MIN_STEPS
+    for doc in (quickstart.RECIPE, ROOT / "recipes/quickstart/README.md"):
+        assert f"{steps} steps" in " ".join(doc.read_text().split()), doc
 
 
 def test_every_held_out_error_code_is_recalled_from_its_code(run):
