@@ -222,9 +222,10 @@ def _parse_only(call, monkeypatch):
     raise AssertionError(f"the module did not parse its arguments (returned {result!r})")
 
 
-def run_main(call):
-    """call(), its stdout and stderr captured; a SystemExit becomes an AssertionError that shows them."""
-    out, err = io.StringIO(), io.StringIO()
+def run_main(call, out=None):
+    """call(), its stdout (into `out` when given) and stderr captured; a SystemExit becomes an
+    AssertionError that shows them."""
+    out, err = out or io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             return call()
@@ -271,8 +272,10 @@ def _check_recipe_line(cmd, copies, tmp_path, monkeypatch):
         shipped = ROOT / argv[i] if (ROOT / argv[i]).is_file() else None
         argv[i] = str(tmp_path / f"convert-{cmd.line}.jsonl")
     if sub in RUN_HERE:
-        status = run_main(lambda: cli.main(argv))
+        printed = io.StringIO()
+        status = run_main(lambda: cli.main(argv), printed)
         assert status in (0, None), f"exit status {status}"
+        assert "cannot run it" not in printed.getvalue(), f"sized for a card it cannot run on:\n{printed.getvalue()}"
         if shipped:
             assert Path(argv[i]).read_bytes() == shipped.read_bytes(), f"{shipped} differs from what this makes"
         return
