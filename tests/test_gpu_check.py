@@ -125,20 +125,24 @@ def test_packed_batch_counts_its_samples_not_the_padding():
 
 @pytest.mark.slow
 def test_cpu_smoke_run_through_the_real_launcher(tmp_path, capsys):
-    """`recipe gpu-check RECIPE --cpu`: 3 real Axolotl steps; the token positions our hook counts equal the
-    Trainer's own count, the report is written as JSON and Markdown, and a second run needs --force."""
+    """`recipe gpu-check RECIPE --cpu`, the QA recipe with sample packing on: 3 real Axolotl steps; the token
+    positions our hook counts equal the Trainer's own count, the packed rows' padding is not counted as
+    tokens (Axolotl feeds no attention mask), the report is written as JSON and Markdown, and a second
+    run needs --force."""
     from common import cli
 
+    recipe = tmp_path / "packed.yml"
+    recipe.write_text((ROOT / "recipes/tinyllama-qa/lora-1.1b.yml").read_text().replace(
+        "\nsample_packing: false", "\nsample_packing: true"))
     out = tmp_path / "check"
-    argv = ["gpu-check", "recipes/tinyllama-qa/lora-1.1b.yml", "--cpu", "--steps", "3", "--warmup", "1",
-            "--out", str(out)]
+    argv = ["gpu-check", str(recipe), "--cpu", "--steps", "3", "--warmup", "1", "--out", str(out)]
     assert cli.main(argv) == 0
     report = json.loads((out / "gpu_check.json").read_text())
     steps = [json.loads(line) for line in (out / "run" / "step_metrics.jsonl").read_text().splitlines()]
     assert report["steps"] == len(steps) == 3 and report["measured_steps"] == 2
     assert sum(s["slots"] for s in steps) == steps[-1]["trainer_tokens_seen"] > 0
-    assert all(0 < s["tokens"] <= s["slots"] for s in steps)
-    assert 0 < report["packing_efficiency"] <= 1 and report["tokens_per_s"] > 0 and report["mfu"] is None
+    assert all(0 < s["tokens"] <= s["slots"] for s in steps) and any(s["tokens"] < s["slots"] for s in steps)
+    assert report["sample_packing"] and 0.5 < report["packing_efficiency"] < 1 and report["tokens_per_s"] > 0 and report["mfu"] is None
     assert "| tokens_per_s |" in (out / "gpu_check.md").read_text()
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
