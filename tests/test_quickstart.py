@@ -5,6 +5,7 @@ Also the proof that the fine-tune learns the QA facts: held-out questions (phras
 question) reach keyword recall >= 0.8, and the probe is answered correctly through llama.cpp and vLLM.
 """
 import json
+import os
 
 import pytest
 import yaml
@@ -42,8 +43,8 @@ def test_trains_the_steps_its_recipe_and_readme_state(run, tmp_path):
     source, _ = read_history(out / "adapter")
     state = json.loads(source.read_text())
     cfg = yaml.safe_load(quickstart.RECIPE.read_text())
-    cfg["datasets"][0]["path"] = str(out / "data" / "train.jsonl")
-    cfg["test_datasets"][0]["path"] = str(out / "data" / "val.jsonl")
+    cfg["datasets"][0]["path"] = os.path.relpath(out / "data" / "train.jsonl", ROOT)  # recipes name data from the root
+    cfg["test_datasets"][0]["path"] = os.path.relpath(out / "data" / "val.jsonl", ROOT)
     recipe = tmp_path / "quickstart.yml"
     recipe.write_text(yaml.safe_dump(cfg))
     report = check_recipes.check_recipe(recipe)
