@@ -236,13 +236,15 @@ def test_phi3_copy_warns_that_no_end_of_turn_is_trained(tmp_path):
 
 
 STEPS_LINE = re.compile(r"^steps: (\S+): (~?)(\d+) optimizer steps", re.MULTILINE)
+SIZED_READMES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").glob("*/README.md")
+                       if "--records" in p.read_text())
 
 
-@pytest.mark.parametrize("readme", sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "recipes").glob("*/README.md")
-                                          if "--records" in p.read_text()))
+@pytest.mark.parametrize("readme", SIZED_READMES)
 def test_readme_step_counts_are_what_check_prints(readme, capsys):
     """Each recipe README's step counts, on the shipped data and at a realistic size, are what
     `recipe check RECIPE --records N` prints (the README names the command)."""
+    assert len(SIZED_READMES) == 5    # every GPU use case states its real-size steps
     text = " ".join((ROOT / readme).read_text().split())
     shipped = int(re.search(r"= (\d+) optimizer steps", text).group(1))
     recipe, records, about, at_size = re.search(r"`recipe check (\S+) --records (\d+)`\) the recipe makes "

@@ -142,7 +142,8 @@ def test_cpu_smoke_run_through_the_real_launcher(tmp_path, capsys):
     assert report["steps"] == len(steps) == 3 and report["measured_steps"] == 2
     assert sum(s["slots"] for s in steps) == steps[-1]["trainer_tokens_seen"] > 0
     assert all(0 < s["tokens"] <= s["slots"] for s in steps) and any(s["tokens"] < s["slots"] for s in steps)
-    assert report["sample_packing"] and 0.5 < report["packing_efficiency"] < 1 and report["tokens_per_s"] > 0 and report["mfu"] is None
+    assert report["sample_packing"] and 0.5 < report["packing_efficiency"] < 1
+    assert report["tokens_per_s"] > 0 and report["mfu"] is None
     assert "| tokens_per_s |" in (out / "gpu_check.md").read_text()
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
